@@ -1,0 +1,139 @@
+// Package jetstream is the JetStream adapter for Stevedore's event log: it
+// provisions the events stream, appends envelopes (with message-id dedup and
+// per-subject optimistic concurrency), runs durable pull consumers that map
+// handler errors to Ack / Nak with backoff / Term, and follows the log from a
+// sequence with ordered consumers for projections and clients.
+package jetstream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/stevedore/stevedore/pkg/events"
+)
+
+// StreamConfig configures the events stream.
+type StreamConfig struct {
+	// Replicas for a clustered server; 0 or 1 on a single server.
+	Replicas int
+	// MaxAge ages events out; 0 keeps them forever (the default: the log is
+	// the source of truth).
+	MaxAge time.Duration
+	// MaxBytes caps the stream's size; 0 for no cap.
+	MaxBytes int64
+	// Duplicates is the message-id dedup window; 0 for 10 minutes.
+	Duplicates time.Duration
+}
+
+// EnsureStream creates the events stream or updates it to cfg.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
+	dup := cfg.Duplicates
+	if dup == 0 {
+		dup = 10 * time.Minute
+	}
+	maxBytes := cfg.MaxBytes
+	if maxBytes == 0 {
+		maxBytes = -1
+	}
+	s, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        events.EventsStream,
+		Description: "Stevedore event log: the source of truth for every view",
+		Subjects:    []string{events.EventsPrefix + ".>"},
+		Storage:     jetstream.FileStorage,
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      cfg.MaxAge,
+		MaxBytes:    maxBytes,
+		Duplicates:  dup,
+		Replicas:    max(cfg.Replicas, 1),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision stream %s: %w", events.EventsStream, err)
+	}
+	return s, nil
+}
+
+// Publisher appends envelopes to the events stream. It implements
+// events.Publisher.
+type Publisher struct {
+	js jetstream.JetStream
+}
+
+// NewPublisher returns a Publisher over js.
+func NewPublisher(js jetstream.JetStream) *Publisher { return &Publisher{js: js} }
+
+// ErrWrongLastSequence is returned (wrapped) when an append guarded by
+// events.WithExpectLastSubjectSeq lost a race.
+var ErrWrongLastSequence = errors.New("wrong last sequence for subject")
+
+// Publish appends ev and returns its stream sequence.
+func (p *Publisher) Publish(ctx context.Context, ev *events.Envelope, opts ...events.PublishOption) (uint64, error) {
+	var o events.PublishOptions
+	for _, fn := range opts {
+		fn(&o)
+	}
+	data, err := json.Marshal(ev)
+	if err != nil {
+		return 0, fmt.Errorf("encode event %s: %w", ev.Type, err)
+	}
+	msg := &nats.Msg{Subject: ev.Subject(), Data: data, Header: nats.Header{}}
+	msg.Header.Set("Sd-Type", string(ev.Type))
+	if ev.Operation != "" {
+		msg.Header.Set("Sd-Op", ev.Operation)
+	}
+	var popts []jetstream.PublishOpt
+	if o.MsgID != "" {
+		popts = append(popts, jetstream.WithMsgID(o.MsgID))
+	}
+	if o.ExpectLastSubjectSeq != nil {
+		popts = append(popts, jetstream.WithExpectLastSequencePerSubject(*o.ExpectLastSubjectSeq))
+	}
+	ack, err := p.js.PublishMsg(ctx, msg, popts...)
+	if err != nil {
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+			return 0, fmt.Errorf("append %s: %w: %w", ev.Subject(), ErrWrongLastSequence, err)
+		}
+		return 0, fmt.Errorf("append %s: %w", ev.Subject(), err)
+	}
+	return ack.Sequence, nil
+}
+
+// Decode turns a stream message into an envelope with its sequence set.
+func Decode(msg jetstream.Msg) (*events.Envelope, error) {
+	var ev events.Envelope
+	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
+		return nil, fmt.Errorf("decode event on %s: %w", msg.Subject(), err)
+	}
+	if md, err := msg.Metadata(); err == nil {
+		ev.Seq = md.Sequence.Stream
+	}
+	return &ev, nil
+}
+
+// Progress publishes live progress ticks on core NATS (not persisted).
+type Progress struct {
+	nc *nats.Conn
+}
+
+// NewProgress returns a progress publisher over nc.
+func NewProgress(nc *nats.Conn) *Progress { return &Progress{nc: nc} }
+
+// PublishProgress sends one tick for operation op. Ticks are best effort:
+// a lost tick only makes a progress bar lag.
+func (p *Progress) PublishProgress(op string, pr events.Progress) {
+	if op == "" {
+		return
+	}
+	b, err := json.Marshal(pr)
+	if err != nil {
+		return
+	}
+	_ = p.nc.Publish(events.ProgressSubject(op), b)
+}

@@ -1,0 +1,160 @@
+package events
+
+import (
+	"time"
+
+	"github.com/opencontainers/go-digest"
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+// The event catalogue. docs/events.md documents each one; keep them in step.
+const (
+	// TypePullRequested: a client asked for REF to be pulled. Aggregate pull/<op>.
+	TypePullRequested Type = "pull-requested"
+	// TypeDescriptorResolved: a descriptor of the image being pulled is known
+	// (the root from resolving the reference, children from reading their
+	// parent) and is a unit of fetch work. Aggregate blob/<hex>.
+	TypeDescriptorResolved Type = "descriptor-resolved"
+	// TypeBlobCommitted: a blob is in the node's content store, verified.
+	// Aggregate blob/<hex>.
+	TypeBlobCommitted Type = "blob-committed"
+	// TypeImageUpdated: an image name now points at a target. Aggregate image/<name token>.
+	TypeImageUpdated Type = "image-updated"
+	// TypePullCompleted: every blob of the pulled image is committed. Aggregate pull/<op>.
+	TypePullCompleted Type = "pull-completed"
+	// TypePullFailed: the pull cannot finish. Aggregate pull/<op>.
+	TypePullFailed Type = "pull-failed"
+	// TypeImageDeleted: an image name was removed. Aggregate image/<name token>.
+	TypeImageDeleted Type = "image-deleted"
+	// TypeContentDeleteRequested: a client asked for a blob to be removed
+	// from the node's content store. Aggregate blob/<hex>.
+	TypeContentDeleteRequested Type = "content-delete-requested"
+	// TypeBlobDeleted: a blob was removed from the node's content store.
+	// Aggregate blob/<hex>.
+	TypeBlobDeleted Type = "blob-deleted"
+	// TypeContentDeleteFailed: a requested blob removal did not happen.
+	// Aggregate blob/<hex>.
+	TypeContentDeleteFailed Type = "content-delete-failed"
+)
+
+// Blob roles in an image.
+const (
+	RoleIndex    = "index"
+	RoleManifest = "manifest"
+	RoleConfig   = "config"
+	RoleLayer    = "layer"
+)
+
+// PullRequested is the payload of TypePullRequested.
+type PullRequested struct {
+	// Ref is the normalized reference, e.g. "registry.example:5000/app:1.0".
+	Ref string `json:"ref"`
+	// Platform is the requested platform ("os/arch[/variant]").
+	Platform string `json:"platform"`
+	// Unpack asks for the image's layers to be unpacked after fetching.
+	Unpack bool `json:"unpack"`
+	// PlainHTTP allows plain HTTP to a registry that is not on loopback.
+	PlainHTTP bool `json:"plain_http,omitempty"`
+}
+
+// DescriptorResolved is the payload of TypeDescriptorResolved.
+type DescriptorResolved struct {
+	Ref        string             `json:"ref"`
+	Platform   string             `json:"platform"`
+	PlainHTTP  bool               `json:"plain_http,omitempty"`
+	Role       string             `json:"role"`
+	Descriptor ocispec.Descriptor `json:"descriptor"`
+	// Parent is the digest of the index or manifest that listed it; empty for the root.
+	Parent digest.Digest `json:"parent,omitempty"`
+	// Root is the digest the reference resolved to.
+	Root digest.Digest `json:"root"`
+	// RootMediaType is the media type of Root.
+	RootMediaType string `json:"root_media_type"`
+	// Depth is the nesting depth below the root (0 for the root).
+	Depth int `json:"depth"`
+}
+
+// BlobCommitted is the payload of TypeBlobCommitted.
+type BlobCommitted struct {
+	Ref        string             `json:"ref"`
+	Role       string             `json:"role"`
+	Descriptor ocispec.Descriptor `json:"descriptor"`
+	// Existing is true when the blob was already in the store and nothing was downloaded.
+	Existing bool `json:"existing"`
+	// Fetched is the number of bytes downloaded by this fetch (less than the
+	// size when an interrupted ingest was resumed).
+	Fetched int64 `json:"fetched"`
+	// Duration is how long the fetch took.
+	Duration time.Duration `json:"duration_ns"`
+}
+
+// ImageUpdated is the payload of TypeImageUpdated.
+type ImageUpdated struct {
+	Name   string             `json:"name"`
+	Target ocispec.Descriptor `json:"target"`
+	// Size is the sum of the sizes of every blob of the image on this platform.
+	Size int64 `json:"size"`
+	// Created is the image config's creation time, if it has one.
+	Created  *time.Time `json:"created,omitempty"`
+	Platform string     `json:"platform"`
+}
+
+// PullCompleted is the payload of TypePullCompleted.
+type PullCompleted struct {
+	Ref    string        `json:"ref"`
+	Target digest.Digest `json:"target"`
+	Size   int64         `json:"size"`
+	Blobs  int           `json:"blobs"`
+}
+
+// PullFailed is the payload of TypePullFailed.
+type PullFailed struct {
+	Ref string `json:"ref"`
+	// Code is the error class (errdefs.Code).
+	Code string `json:"code"`
+	// Message says what went wrong in words a person understands.
+	Message string `json:"message"`
+	// Digest names the blob that failed, if one did.
+	Digest digest.Digest `json:"digest,omitempty"`
+}
+
+// ImageDeleted is the payload of TypeImageDeleted.
+type ImageDeleted struct {
+	Name string `json:"name"`
+}
+
+// ContentDeleteRequested is the payload of TypeContentDeleteRequested.
+type ContentDeleteRequested struct {
+	Digest digest.Digest `json:"digest"`
+}
+
+// BlobDeleted is the payload of TypeBlobDeleted.
+type BlobDeleted struct {
+	Digest digest.Digest `json:"digest"`
+}
+
+// ContentDeleteFailed is the payload of TypeContentDeleteFailed.
+type ContentDeleteFailed struct {
+	Digest  digest.Digest `json:"digest"`
+	Code    string        `json:"code"`
+	Message string        `json:"message"`
+}
+
+// Progress is a live, unpersisted progress tick published on
+// ProgressSubject(op) while a blob downloads.
+type Progress struct {
+	Digest digest.Digest `json:"digest"`
+	Role   string        `json:"role"`
+	Offset int64         `json:"offset"`
+	Total  int64         `json:"total"`
+	Node   string        `json:"node,omitempty"`
+}
+
+// BlobAggregate returns the aggregate for a blob digest.
+func BlobAggregate(d digest.Digest) Aggregate { return Aggregate{Kind: KindBlob, ID: d.Encoded()} }
+
+// PullAggregate returns the aggregate for a pull operation.
+func PullAggregate(op string) Aggregate { return Aggregate{Kind: KindPull, ID: op} }
+
+// ImageAggregate returns the aggregate for an image name.
+func ImageAggregate(name string) Aggregate { return Aggregate{Kind: KindImage, ID: EncodeToken(name)} }
