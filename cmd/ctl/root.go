@@ -1,0 +1,171 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/stevedore/stevedore/pkg/client"
+)
+
+// Environment variables that set the global flags' defaults.
+const (
+	envNATS      = "STEVEDORE_NATS"
+	envNamespace = "STEVEDORE_NAMESPACE"
+)
+
+const defaultNATS = "nats://127.0.0.1:4222"
+
+// app is one ctl invocation: its output, its global flags and, once a
+// command needs it, its connection.
+type app struct {
+	stdout, stderr io.Writer
+	tty            bool // stdout is a terminal
+	width          int  // the terminal's width when tty
+
+	natsURL   string
+	namespace string
+	timeout   time.Duration
+
+	nc *nats.Conn
+	c  *client.Client
+}
+
+// run runs ctl with args (without the program name). The error it returns
+// is ready to print after "ctl: ".
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	a := &app{stdout: stdout, stderr: stderr, width: 80}
+	if f, ok := stdout.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		a.tty = true
+		if w, _, err := term.GetSize(int(f.Fd())); err == nil && w > 0 {
+			a.width = w
+		}
+	}
+	defer a.close()
+	root := a.rootCmd()
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return &noGatewayError{url: a.natsURL, err: err}
+	}
+	return err
+}
+
+// noGatewayError says that nothing answered a request.
+type noGatewayError struct {
+	url string
+	err error
+}
+
+func (e *noGatewayError) Error() string {
+	return fmt.Sprintf("no gateway answered on %s (is it running? try `make up`)", e.url)
+}
+func (e *noGatewayError) Unwrap() error { return e.err }
+
+func envOr(key, def string) string {
+	if v := os.Getenv(key); v != "" {
+		return v
+	}
+	return def
+}
+
+func (a *app) rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:   "ctl",
+		Short: "Control Stevedore: pull images, inspect content and operations",
+		Long: `ctl talks to Stevedore's gateway over NATS. Every command is a request to
+the gateway; commands that start work (pull, content rm) then follow the
+work's events in the log until it ends.
+
+The gateway embeds a NATS server by default, so on one machine the default
+--nats URL reaches it. Errors are printed as "ctl: <message>" and make ctl
+exit with status 1.`,
+		Example: `  ctl pull docker.io/library/alpine:3.20
+  ctl images
+  ctl -n team-a images --format json
+  STEVEDORE_NATS=nats://build-01:4222 ctl content ls`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetOut(a.stdout)
+	root.SetErr(a.stderr)
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		if cmd == cmd.Root() {
+			return fmt.Errorf("%w (see `%s --help`)", err, cmd.CommandPath())
+		}
+		return fmt.Errorf("%s: %w (see `%s --help`)", name(cmd), err, cmd.CommandPath())
+	})
+	pf := root.PersistentFlags()
+	pf.StringVar(&a.natsURL, "nats", envOr(envNATS, defaultNATS), "NATS URL of the gateway (env "+envNATS+")")
+	pf.StringVarP(&a.namespace, "namespace", "n", envOr(envNamespace, "default"), "namespace to act in (env "+envNamespace+")")
+	pf.DurationVar(&a.timeout, "timeout", client.DefaultTimeout, "how long to wait for the gateway to answer a request")
+
+	root.AddCommand(a.pullCmd(), a.imagesCmd(), a.contentCmd(), a.opsCmd())
+	return root
+}
+
+// client connects to NATS on first use and returns the client.
+func (a *app) client() (*client.Client, error) {
+	if a.c != nil {
+		return a.c, nil
+	}
+	if a.timeout <= 0 {
+		return nil, fmt.Errorf("--timeout must be positive, got %v", a.timeout)
+	}
+	nc, err := nats.Connect(a.natsURL, nats.Name("ctl"), nats.Timeout(a.timeout))
+	if err != nil {
+		return nil, fmt.Errorf("connect to NATS at %s: %w (is the gateway running? try `make up`)", a.natsURL, err)
+	}
+	c, err := client.New(nc, client.WithNamespace(a.namespace), client.WithTimeout(a.timeout))
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	a.nc, a.c = nc, c
+	return c, nil
+}
+
+func (a *app) close() {
+	if a.nc != nil {
+		a.nc.Close()
+	}
+}
+
+// name is the command's path without the program's name: "images rm".
+func name(cmd *cobra.Command) string {
+	return strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" ")
+}
+
+// needArgs accepts at least n arguments, naming what is missing.
+func needArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return fmt.Errorf("%s: missing %s (see `%s --help`)", name(cmd), what, cmd.CommandPath())
+		}
+		return nil
+	}
+}
+
+// exactArgs accepts exactly n arguments.
+func exactArgs(n int, what string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) < n {
+			return fmt.Errorf("%s: missing %s (see `%s --help`)", name(cmd), what, cmd.CommandPath())
+		}
+		if len(args) > n {
+			return fmt.Errorf("%s: too many arguments: want one %s, got %q (see `%s --help`)", name(cmd), what, args, cmd.CommandPath())
+		}
+		return nil
+	}
+}
+
+// groupHelp runs a command group given no subcommand: it prints the help.
+func groupHelp(cmd *cobra.Command, _ []string) error { return cmd.Help() }
