@@ -31,7 +31,7 @@ type ConsumerConfig struct {
 	// is given up and OnFailure records the failure (default 5).
 	MaxAttempts int
 	// Backoff is the redelivery delay after the n-th failed attempt; the
-	// last entry repeats (default 1s, 2s, 5s, 10s).
+	// last entry repeats (default 0.5s, 1s, 2s, 4s).
 	Backoff []time.Duration
 	// OnFailure records a given-up event as a failure fact. Required.
 	OnFailure events.FailureFunc
@@ -56,7 +56,7 @@ func (c *ConsumerConfig) defaults() error {
 		c.MaxAttempts = 5
 	}
 	if len(c.Backoff) == 0 {
-		c.Backoff = []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 10 * time.Second}
+		c.Backoff = []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second}
 	}
 	return nil
 }

@@ -1,0 +1,147 @@
+// Command gateway is Stevedore's API front: it embeds a NATS server with
+// JetStream (unless --nats points at an external one), provisions the event
+// log, serves the request/reply API that ctl talks to, and keeps the Pebble
+// view of images, content and operations as a projection of the log.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/stevedore/stevedore/internal/daemon"
+	"github.com/stevedore/stevedore/pkg/content/local"
+	sdjs "github.com/stevedore/stevedore/pkg/events/jetstream"
+	"github.com/stevedore/stevedore/pkg/gateway"
+	"github.com/stevedore/stevedore/pkg/images"
+	"github.com/stevedore/stevedore/pkg/natsserver"
+	"github.com/stevedore/stevedore/pkg/view"
+)
+
+type config struct {
+	root      string
+	natsURL   string
+	listen    string
+	node      string
+	logLevel  string
+	logFormat string
+	readyFile string
+	maxAge    time.Duration
+	maxBytes  int64
+	platform  string
+}
+
+func main() {
+	var c config
+	fs := flag.NewFlagSet("gateway", flag.ExitOnError)
+	fs.StringVar(&c.root, "root", daemon.Env("STEVEDORE_ROOT", daemon.DefaultRoot), "state root: embedded NATS store, view and content live under it (env STEVEDORE_ROOT)")
+	fs.StringVar(&c.natsURL, "nats", os.Getenv("STEVEDORE_NATS_EXTERNAL"), "URL of an external NATS server with JetStream; empty runs an embedded one (env STEVEDORE_NATS_EXTERNAL)")
+	fs.StringVar(&c.listen, "listen", daemon.Env("STEVEDORE_NATS_LISTEN", "127.0.0.1:4222"), "address the embedded NATS server listens on (env STEVEDORE_NATS_LISTEN)")
+	fs.StringVar(&c.node, "node", daemon.Env("STEVEDORE_NODE", daemon.Hostname()), "this node's name (env STEVEDORE_NODE)")
+	fs.StringVar(&c.logLevel, "log-level", daemon.Env("STEVEDORE_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
+	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
+	fs.StringVar(&c.readyFile, "ready-file", "", "file written with the pid once the gateway serves requests")
+	fs.DurationVar(&c.maxAge, "log-max-age", 0, "age after which events leave the log; 0 keeps them forever")
+	fs.Int64Var(&c.maxBytes, "log-max-bytes", 0, "size cap of the event log in bytes; 0 for none")
+	fs.StringVar(&c.platform, "platform", "", "default platform for pulls (os/arch[/variant]); empty for this host's")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: gateway [flags]\n\nRuns Stevedore's gateway: the API ctl talks to, the event log and the view.\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	_ = fs.Parse(os.Args[1:])
+
+	log, err := daemon.Logger(os.Stderr, "gateway", c.logLevel, c.logFormat)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(2)
+	}
+	ctx, cancel := daemon.SignalContext()
+	defer cancel()
+	if err := run(ctx, c, log); err != nil {
+		log.Error().Err(err).Msg("gateway stopped")
+		fmt.Fprintln(os.Stderr, "gateway:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, c config, log zerolog.Logger) error {
+	if err := os.MkdirAll(c.root, 0o711); err != nil {
+		return fmt.Errorf("state root: %w", err)
+	}
+	platform := c.platform
+	if platform == "" {
+		platform = images.DefaultPlatform().String()
+	} else if _, err := images.ParsePlatform(platform); err != nil {
+		return err
+	}
+
+	url := c.natsURL
+	if url == "" {
+		srv, err := natsserver.Start(natsserver.Config{Listen: c.listen, StoreDir: filepath.Join(c.root, "nats"), ServerName: c.node})
+		if err != nil {
+			return err
+		}
+		defer func() {
+			srv.Shutdown()
+			srv.WaitForShutdown()
+		}()
+		url = srv.ClientURL()
+		log.Info().Str("url", url).Msg("embedded nats started")
+	}
+	nc, err := daemon.Connect(ctx, url, "stevedore-gateway", log)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("jetstream: %w", err)
+	}
+	if _, err := sdjs.EnsureStream(ctx, js, sdjs.StreamConfig{MaxAge: c.maxAge, MaxBytes: c.maxBytes}); err != nil {
+		return err
+	}
+	store, err := local.New(filepath.Join(c.root, "content"))
+	if err != nil {
+		return err
+	}
+	v, err := view.Open(filepath.Join(c.root, "view"))
+	if err != nil {
+		return err
+	}
+	defer v.Close()
+
+	gw, err := gateway.New(gateway.Config{
+		Conn: nc, JS: js, Publisher: sdjs.NewPublisher(js), View: v, Content: store,
+		Node: c.node, DefaultPlatform: platform, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- gw.Run(ctx) }()
+	// The service is registered as soon as Run starts; give it a moment
+	// before announcing readiness, and fail fast if Run fails.
+	select {
+	case err := <-errc:
+		return err
+	case <-time.After(200 * time.Millisecond):
+	}
+	removeReady, err := daemon.ReadyFile(c.readyFile)
+	if err != nil {
+		return err
+	}
+	defer removeReady()
+	log.Info().Str("root", c.root).Str("node", c.node).Str("nats", url).Msg("gateway ready")
+	err = <-errc
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
