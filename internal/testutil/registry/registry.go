@@ -410,7 +410,7 @@ func (r *Registry) serveBlob(w http.ResponseWriter, req *http.Request, d digest.
 		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 		w.WriteHeader(http.StatusOK)
 		if req.Method != http.MethodHead {
-			_, _ = w.Write(b)
+			writeChunks(w, b)
 		}
 		return
 	}
@@ -423,7 +423,21 @@ func (r *Registry) serveBlob(w http.ResponseWriter, req *http.Request, d digest.
 	w.Header().Set("Content-Length", strconv.FormatInt(last-first+1, 10))
 	w.WriteHeader(http.StatusPartialContent)
 	if req.Method != http.MethodHead {
-		_, _ = w.Write(b[first : last+1])
+		writeChunks(w, b[first:last+1])
+	}
+}
+
+// writeChunks writes b in 64 KiB pieces, so that the served-bytes counters
+// follow what actually left the server rather than jumping to the whole
+// blob on the first write.
+func writeChunks(w io.Writer, b []byte) {
+	const chunk = 64 << 10
+	for len(b) > 0 {
+		n := min(chunk, len(b))
+		if _, err := w.Write(b[:n]); err != nil {
+			return
+		}
+		b = b[n:]
 	}
 }
 
