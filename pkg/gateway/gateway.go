@@ -372,7 +372,7 @@ func (g *Gateway) project(ctx context.Context) error {
 	for {
 		from := g.cfg.View.AppliedSeq() + 1
 		g.log.Debug().Uint64("from", from).Msg("following the events log")
-		err := sdjs.Follow(ctx, g.cfg.JS, sdjs.FollowConfig{StartSeq: from}, func(ev *events.Envelope) error {
+		err := sdjs.Follow(ctx, g.cfg.JS, sdjs.FollowConfig{StartSeq: from, Undecodable: g.skipUnreadable}, func(ev *events.Envelope) error {
 			if err := g.cfg.View.Apply(ev); err != nil {
 				return errApply{err}
 			}
@@ -384,10 +384,6 @@ func (g *Gateway) project(ctx context.Context) error {
 		var ae errApply
 		if errors.As(err, &ae) {
 			return fmt.Errorf("gateway: project the events log into the view: %w", ae.err)
-		}
-		if err != nil && g.skipUnreadable(ctx, g.cfg.View.AppliedSeq()+1) {
-			delay = followRetryBase
-			continue
 		}
 		if g.cfg.View.AppliedSeq() >= from {
 			delay = followRetryBase // made progress before failing
@@ -402,28 +398,14 @@ func (g *Gateway) project(ctx context.Context) error {
 	}
 }
 
-// skipUnreadable checks whether the event at seq is not an envelope at all
-// (Follow stops at such a message) and if so advances the view past it, so
-// one foreign message cannot stall the projection. A replay from zero skips
-// it the same way. It reports whether it skipped.
-func (g *Gateway) skipUnreadable(ctx context.Context, seq uint64) bool {
-	s, err := g.cfg.JS.Stream(ctx, events.EventsStream)
-	if err != nil {
-		return false
-	}
-	msg, err := s.GetMsg(ctx, seq)
-	if err != nil {
-		return false
-	}
-	var ev events.Envelope
-	if json.Unmarshal(msg.Data, &ev) == nil {
-		return false
-	}
-	g.log.Error().Uint64("seq", seq).Str("subject", msg.Subject).Msg("event log holds a message that is not an event; skipping it")
+// skipUnreadable advances the view past a message in the log that is not
+// an event, so one foreign message cannot stall the projection. A replay
+// from zero skips it the same way.
+func (g *Gateway) skipUnreadable(seq uint64, subject string, cause error) error {
+	g.log.Error().Err(cause).Uint64("seq", seq).Str("subject", subject).Msg("event log holds a message that is not an event; skipping it")
 	// An envelope with no type only advances the watermark.
 	if err := g.cfg.View.Apply(&events.Envelope{Seq: seq}); err != nil {
-		g.log.Error().Err(err).Uint64("seq", seq).Msg("could not skip unreadable message")
-		return false
+		return errApply{err}
 	}
-	return true
+	return nil
 }

@@ -223,6 +223,10 @@ type FollowConfig struct {
 	StartSeq uint64
 	// StartTime, if set and StartSeq is 0, starts at the first event at or after it.
 	StartTime *time.Time
+	// Undecodable is called, in log order, for a message that is not an
+	// event envelope; returning nil skips it. If nil, Follow stops with the
+	// decode error.
+	Undecodable func(seq uint64, subject string, err error) error
 }
 
 // Follow delivers events in log order to fn, starting at cfg.StartSeq, and
@@ -266,7 +270,17 @@ func Follow(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, fn fu
 		}
 		ev, err := Decode(msg)
 		if err != nil {
-			return err
+			if cfg.Undecodable == nil {
+				return err
+			}
+			var seq uint64
+			if md, mdErr := msg.Metadata(); mdErr == nil {
+				seq = md.Sequence.Stream
+			}
+			if err := cfg.Undecodable(seq, msg.Subject(), err); err != nil {
+				return err
+			}
+			continue
 		}
 		if err := fn(ev); err != nil {
 			return err
