@@ -71,6 +71,8 @@ type Image struct {
 	Created   *time.Time         `json:"created,omitempty"`
 	Platform  string             `json:"platform,omitempty"`
 	UpdatedAt time.Time          `json:"updated_at"`
+	// Unpacked lists the nodes where the image's layers are snapshots.
+	Unpacked []string `json:"unpacked,omitempty"`
 }
 
 // ImagesListReply is the images view.
@@ -137,4 +139,59 @@ type Operation struct {
 	Actor     string    `json:"actor,omitempty"`
 	StartedAt time.Time `json:"started_at"`
 	EndedAt   time.Time `json:"ended_at,omitzero"`
+}
+
+// Snapshot endpoints are served by each node's unpacker (which owns the
+// node's snapshots), on subjects that name the node.
+const (
+	SnapshotsService = "stevedore-snapshots"
+)
+
+// SnapshotsSubject returns the subject of a node's snapshot endpoint verb
+// ("list", "mounts", "remove").
+func SnapshotsSubject(node, verb string) string { return "sd.node." + node + ".snapshots." + verb }
+
+// SnapshotsListRequest lists a node's snapshots.
+type SnapshotsListRequest struct{}
+
+// Snapshot is one snapshot on a node.
+type Snapshot struct {
+	Key     string            `json:"key"`
+	Parent  string            `json:"parent,omitempty"`
+	Kind    string            `json:"kind"`
+	Size    int64             `json:"size"`
+	Inodes  int64             `json:"inodes"`
+	Created time.Time         `json:"created"`
+	Labels  map[string]string `json:"labels,omitempty"`
+}
+
+// SnapshotsListReply is a node's snapshots.
+type SnapshotsListReply struct {
+	Node        string     `json:"node"`
+	Snapshotter string     `json:"snapshotter"`
+	Snapshots   []Snapshot `json:"snapshots"`
+}
+
+// SnapshotRequest names one snapshot.
+type SnapshotRequest struct {
+	Key string `json:"key"`
+}
+
+// Mount is a mount as data: what a person would pass to mount(8).
+type Mount struct {
+	Type    string   `json:"type"`
+	Source  string   `json:"source"`
+	Options []string `json:"options,omitempty"`
+}
+
+// SnapshotMountsReply is how to mount a snapshot.
+type SnapshotMountsReply struct {
+	Mounts []Mount `json:"mounts"`
+	// Command is a mount(8) command line for TARGET.
+	Command string `json:"command"`
+}
+
+// SnapshotRemoveReply says where the removal was recorded in the log.
+type SnapshotRemoveReply struct {
+	Seq uint64 `json:"seq"`
 }

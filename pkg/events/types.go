@@ -35,7 +35,23 @@ const (
 	// TypeContentDeleteFailed: a requested blob removal did not happen.
 	// Aggregate blob/<hex>.
 	TypeContentDeleteFailed Type = "content-delete-failed"
+	// TypeUnpackRequested: every blob of an image that is to be unpacked is
+	// committed; the unpacker makes its snapshots. Aggregate image/<name token>.
+	TypeUnpackRequested Type = "unpack-requested"
+	// TypeLayerApplied: a layer is a committed snapshot on a node.
+	// Aggregate snapshot/<chainID hex>.
+	TypeLayerApplied Type = "layer-applied"
+	// TypeImageUnpacked: every layer of an image is a committed snapshot
+	// on a node, so its rootfs can be prepared. Aggregate image/<name token>.
+	TypeImageUnpacked Type = "image-unpacked"
+	// TypeSnapshotRemoved: a snapshot was removed from a node.
+	// Aggregate snapshot/<key token>.
+	TypeSnapshotRemoved Type = "snapshot-removed"
 )
+
+// KindSnapshot is the aggregate kind of snapshots; the id is the chainID's
+// hex for committed layers, EncodeToken(key) otherwise.
+const KindSnapshot = "snapshot"
 
 // Blob roles in an image.
 const (
@@ -72,6 +88,8 @@ type DescriptorResolved struct {
 	RootMediaType string `json:"root_media_type"`
 	// Depth is the nesting depth below the root (0 for the root).
 	Depth int `json:"depth"`
+	// Unpack is carried from the request: unpack once fetched.
+	Unpack bool `json:"unpack,omitempty"`
 }
 
 // BlobCommitted is the payload of TypeBlobCommitted.
@@ -86,6 +104,10 @@ type BlobCommitted struct {
 	Fetched int64 `json:"fetched"`
 	// Duration is how long the fetch took.
 	Duration time.Duration `json:"duration_ns"`
+	// Parent is the index or manifest that listed the blob (empty for the root).
+	Parent digest.Digest `json:"parent,omitempty"`
+	// Unpack is carried from the request: layers are unpacked as they land.
+	Unpack bool `json:"unpack,omitempty"`
 }
 
 // ImageUpdated is the payload of TypeImageUpdated.
@@ -140,6 +162,56 @@ type ContentDeleteFailed struct {
 	Message string        `json:"message"`
 }
 
+// UnpackRequested is the payload of TypeUnpackRequested. It carries the
+// image as resolved for the platform, so the unpacker reads nothing but
+// the layers.
+type UnpackRequested struct {
+	Ref      string             `json:"ref"`
+	Target   ocispec.Descriptor `json:"target"`
+	Manifest digest.Digest      `json:"manifest"`
+	Config   digest.Digest      `json:"config"`
+	// Layers are the manifest's layers, base first.
+	Layers []ocispec.Descriptor `json:"layers"`
+	// DiffIDs are the config's rootfs.diff_ids, one per layer.
+	DiffIDs []digest.Digest `json:"diff_ids"`
+	// Size and Blobs describe the whole image, for the pull's completion.
+	Size  int64 `json:"size"`
+	Blobs int   `json:"blobs"`
+}
+
+// LayerApplied is the payload of TypeLayerApplied.
+type LayerApplied struct {
+	Ref     string        `json:"ref"`
+	ChainID digest.Digest `json:"chain_id"`
+	Parent  digest.Digest `json:"parent,omitempty"`
+	DiffID  digest.Digest `json:"diff_id"`
+	Layer   digest.Digest `json:"layer"`
+	// Index is the layer's position in the image, base = 0.
+	Index int `json:"index"`
+	// Size is the layer's uncompressed size.
+	Size int64 `json:"size"`
+	// Existing is true when the snapshot was already there.
+	Existing    bool          `json:"existing"`
+	Duration    time.Duration `json:"duration_ns"`
+	Snapshotter string        `json:"snapshotter"`
+}
+
+// ImageUnpacked is the payload of TypeImageUnpacked.
+type ImageUnpacked struct {
+	Name   string        `json:"name"`
+	Target digest.Digest `json:"target"`
+	// ChainID is the top layer's chainID: the parent of a container's rootfs.
+	ChainID     digest.Digest `json:"chain_id"`
+	Layers      int           `json:"layers"`
+	Snapshotter string        `json:"snapshotter"`
+}
+
+// SnapshotRemoved is the payload of TypeSnapshotRemoved.
+type SnapshotRemoved struct {
+	Key         string `json:"key"`
+	Snapshotter string `json:"snapshotter"`
+}
+
 // Progress is a live, unpersisted progress tick published on
 // ProgressSubject(op) while a blob downloads.
 type Progress struct {
@@ -155,6 +227,15 @@ func BlobAggregate(d digest.Digest) Aggregate { return Aggregate{Kind: KindBlob,
 
 // PullAggregate returns the aggregate for a pull operation.
 func PullAggregate(op string) Aggregate { return Aggregate{Kind: KindPull, ID: op} }
+
+// SnapshotAggregate returns the aggregate for a snapshot key: the hex of a
+// chainID key, the encoded key otherwise.
+func SnapshotAggregate(key string) Aggregate {
+	if d, err := digest.Parse(key); err == nil {
+		return Aggregate{Kind: KindSnapshot, ID: d.Encoded()}
+	}
+	return Aggregate{Kind: KindSnapshot, ID: EncodeToken(key)}
+}
 
 // ImageAggregate returns the aggregate for an image name.
 func ImageAggregate(name string) Aggregate { return Aggregate{Kind: KindImage, ID: EncodeToken(name)} }

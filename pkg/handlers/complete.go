@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
 	"github.com/stevedore/stevedore/pkg/content"
@@ -20,6 +21,10 @@ type imageWalk struct {
 	rootSize int64
 	blobs    int
 	created  *time.Time
+	manifest digest.Digest
+	config   digest.Digest
+	layers   []ocispec.Descriptor
+	diffIDs  []digest.Digest
 }
 
 // walk visits root and its children for platform in the store. It returns
@@ -52,7 +57,16 @@ func (f *Fetcher) walk(ctx context.Context, desc ocispec.Descriptor, platform im
 		if err != nil {
 			return false, err
 		}
+		if role == events.RoleManifest {
+			w.manifest = desc.Digest
+		}
 		for _, c := range children {
+			switch c.Role {
+			case events.RoleConfig:
+				w.config = c.Descriptor.Digest
+			case events.RoleLayer:
+				w.layers = append(w.layers, c.Descriptor)
+			}
 			ok, err := f.walk(ctx, c.Descriptor, platform, depth+1, w)
 			if err != nil || !ok {
 				return ok, err
@@ -63,19 +77,20 @@ func (f *Fetcher) walk(ctx context.Context, desc ocispec.Descriptor, platform im
 		if err != nil {
 			return false, err
 		}
-		created, _, err := images.ParseConfig(blob)
+		created, diffIDs, err := images.ParseConfig(blob)
 		if err != nil {
 			return false, err
 		}
-		w.created = created
+		w.created, w.diffIDs = created, diffIDs
 	}
 	return true, nil
 }
 
 // complete records the image and ends the pull if every blob under root is
-// committed. Several fetchers may find it complete at once; the message ids
-// make the records one fact each.
-func (f *Fetcher) complete(ctx context.Context, ev *events.Envelope, ref string, root ocispec.Descriptor, platformStr string, platform images.Platform) (bool, error) {
+// committed; when the pull asked for unpacking, it hands the image to the
+// unpacker instead, which ends the pull. Several fetchers may find it
+// complete at once; the message ids make the records one fact each.
+func (f *Fetcher) complete(ctx context.Context, ev *events.Envelope, ref string, root ocispec.Descriptor, platformStr string, platform images.Platform, unpack bool) (bool, error) {
 	var w imageWalk
 	ok, err := f.walk(ctx, root, platform, 0, &w)
 	if err != nil {
@@ -85,15 +100,32 @@ func (f *Fetcher) complete(ctx context.Context, ev *events.Envelope, ref string,
 		return false, nil
 	}
 	m := events.MetaFrom(ev, f.Node)
+	target := ocispec.Descriptor{MediaType: root.MediaType, Digest: root.Digest, Size: w.rootSize}
 	img, err := events.New(m, events.TypeImageUpdated, events.ImageAggregate(ref), events.ImageUpdated{
-		Name: ref, Target: ocispec.Descriptor{MediaType: root.MediaType, Digest: root.Digest, Size: w.rootSize},
-		Size: w.size, Created: w.created, Platform: platformStr,
+		Name: ref, Target: target, Size: w.size, Created: w.created, Platform: platformStr,
 	})
 	if err != nil {
 		return false, err
 	}
 	if err := f.publish(ctx, img, "image-updated/"+ev.Operation); err != nil {
 		return false, err
+	}
+	if unpack {
+		if len(w.layers) != len(w.diffIDs) {
+			return false, events.Permanent(fmt.Errorf("image %s: manifest has %d layers but its config lists %d diff_ids: %w", ref, len(w.layers), len(w.diffIDs), errdefs.ErrInvalidArgument))
+		}
+		req, err := events.New(m, events.TypeUnpackRequested, events.ImageAggregate(ref), events.UnpackRequested{
+			Ref: ref, Target: target, Manifest: w.manifest, Config: w.config, Layers: w.layers, DiffIDs: w.diffIDs,
+			Size: w.size, Blobs: w.blobs,
+		})
+		if err != nil {
+			return false, err
+		}
+		if err := f.publish(ctx, req, "unpack-requested/"+ev.Operation); err != nil {
+			return false, err
+		}
+		f.Log.Info().Str("ref", ref).Str("op", ev.Operation).Int64("size", w.size).Int("blobs", w.blobs).Msg("fetched; unpack requested")
+		return true, nil
 	}
 	done, err := events.New(m, events.TypePullCompleted, events.PullAggregate(ev.Operation), events.PullCompleted{
 		Ref: ref, Target: root.Digest, Size: w.size, Blobs: w.blobs,

@@ -183,12 +183,12 @@ func (f *Fetcher) resolve(ctx context.Context, ev *events.Envelope, p events.Pul
 	f.Log.Debug().Str("ref", p.Ref).Str("digest", desc.Digest.String()).Msg("resolved")
 
 	// Already complete on this node: record the image without fanning out.
-	if done, err := f.complete(ctx, ev, p.Ref, desc, p.Platform, platform); err != nil || done {
+	if done, err := f.complete(ctx, ev, p.Ref, desc, p.Platform, platform, p.Unpack); err != nil || done {
 		return err
 	}
 	out, err := events.New(events.MetaFrom(ev, f.Node), events.TypeDescriptorResolved, events.BlobAggregate(desc.Digest), events.DescriptorResolved{
 		Ref: p.Ref, Platform: p.Platform, PlainHTTP: p.PlainHTTP, Role: roleOf(desc.MediaType),
-		Descriptor: desc, Root: desc.Digest, RootMediaType: desc.MediaType,
+		Descriptor: desc, Root: desc.Digest, RootMediaType: desc.MediaType, Unpack: p.Unpack,
 	})
 	if err != nil {
 		return err
@@ -227,6 +227,7 @@ func (f *Fetcher) fetch(ctx context.Context, ev *events.Envelope, p events.Descr
 	m := events.MetaFrom(ev, f.Node)
 	out, err := events.New(m, events.TypeBlobCommitted, events.BlobAggregate(desc.Digest), events.BlobCommitted{
 		Ref: p.Ref, Role: p.Role, Descriptor: desc, Existing: existing, Fetched: fetched, Duration: time.Since(start),
+		Parent: p.Parent, Unpack: p.Unpack,
 	})
 	if err != nil {
 		return err
@@ -251,7 +252,7 @@ func (f *Fetcher) fetch(ctx context.Context, ev *events.Envelope, p events.Descr
 		for _, c := range children {
 			out, err := events.New(m, events.TypeDescriptorResolved, events.BlobAggregate(c.Descriptor.Digest), events.DescriptorResolved{
 				Ref: p.Ref, Platform: p.Platform, PlainHTTP: p.PlainHTTP, Role: c.Role, Descriptor: c.Descriptor,
-				Parent: desc.Digest, Root: p.Root, RootMediaType: p.RootMediaType, Depth: p.Depth + 1,
+				Parent: desc.Digest, Root: p.Root, RootMediaType: p.RootMediaType, Depth: p.Depth + 1, Unpack: p.Unpack,
 			})
 			if err != nil {
 				return err
@@ -270,7 +271,7 @@ func (f *Fetcher) fetch(ctx context.Context, ev *events.Envelope, p events.Descr
 	if p.Depth == 0 {
 		root = desc
 	}
-	_, err = f.complete(ctx, ev, p.Ref, root, p.Platform, platform)
+	_, err = f.complete(ctx, ev, p.Ref, root, p.Platform, platform, p.Unpack)
 	return err
 }
 
@@ -305,6 +306,11 @@ func (f *Fetcher) ingest(ctx context.Context, op string, p events.DescriptorReso
 		n, err := f.download(ctx, op, p, w)
 		if errors.Is(err, errdefs.ErrAlreadyExists) {
 			return n, true, nil
+		}
+		if err != nil && events.IsPermanent(classify(err)) {
+			// No retry will resume this ingest: do not leave it behind. If
+			// another writer took it over meanwhile, Abort fails and it stays.
+			_ = f.Store.Abort(ctx, desc.Digest.String())
 		}
 		return n, false, err
 	}
