@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -29,11 +30,19 @@ func (a *app) imagesCmd() *cobra.Command {
 	}
 	const listLong = `List the images of the namespace: their name (REF), the media type of the
 target (TYPE: an index or a manifest), its DIGEST, the SIZE of every blob
-of the image on its platform, when the image was CREATED (from its config)
-and its PLATFORM.`
+of the image on its platform, when the image was CREATED (from its config),
+its PLATFORM, and whether it is UNPACKED on the node (--node, by default this
+host): "yes" when every layer of its target is a snapshot there, so a
+container can start from it; "no" when it was pulled with --no-unpack,
+unpacked elsewhere, or its snapshots were removed.
+
+--format json prints the images as a JSON array; "unpacked" lists every node
+the image is unpacked on.`
 	const listExample = `  ctl images
   ctl images -q
-  ctl images --format json | jq -r '.[].name'`
+  ctl --node build-02 images
+  ctl images --format json | jq -r '.[].name'
+  ctl images --format json | jq -r '.[] | select(.unpacked | length == 0) | .name'`
 
 	cmd := &cobra.Command{
 		Use:     "images",
@@ -60,7 +69,8 @@ and its PLATFORM.`
 		Aliases: []string{"remove", "delete"},
 		Short:   "Remove image names",
 		Long: `Remove the image names REF... from the namespace. The blobs they point at
-stay in the content store; "ctl content rm" removes blobs.
+stay in the content store and their layers' snapshots on the nodes; "ctl
+content rm" removes blobs and "ctl snapshots rm" snapshots.
 
 Each removed name is printed. A name that is not there is an error; the
 other names are still removed.`,
@@ -89,7 +99,7 @@ func (a *app) imagesList(ctx context.Context, quiet bool, format string) error {
 	}
 	switch {
 	case format == "json":
-		return writeJSON(a.stdout, imgs)
+		return writeJSON(a.stdout, imagesJSON(imgs))
 	case quiet:
 		for _, img := range imgs {
 			fmt.Fprintln(a.stdout, img.Name)
@@ -97,16 +107,38 @@ func (a *app) imagesList(ctx context.Context, quiet bool, format string) error {
 		return nil
 	}
 	now := time.Now()
-	tw := newTable(a.stdout, "REF", "TYPE", "DIGEST", "SIZE", "CREATED", "PLATFORM")
+	tw := newTable(a.stdout, "REF", "TYPE", "DIGEST", "SIZE", "CREATED", "PLATFORM", "UNPACKED")
 	for _, img := range imgs {
 		created := "-"
 		if img.Created != nil {
 			created = ago(now, *img.Created)
 		}
+		unpacked := "no"
+		if slices.Contains(img.Unpacked, a.node) {
+			unpacked = "yes"
+		}
 		row(tw, img.Name, orDash(img.Target.MediaType), orDash(img.Target.Digest.String()),
-			progress.Bytes(img.Size), created, orDash(img.Platform))
+			progress.Bytes(img.Size), created, orDash(img.Platform), unpacked)
 	}
 	return flush(tw)
+}
+
+// imageJSON is an image as `images --format json` prints it: "unpacked" is
+// always there, an empty array when the image is unpacked nowhere.
+type imageJSON struct {
+	api.Image
+	Unpacked []string `json:"unpacked"`
+}
+
+func imagesJSON(imgs []api.Image) []imageJSON {
+	out := make([]imageJSON, len(imgs))
+	for i, img := range imgs {
+		out[i] = imageJSON{Image: img, Unpacked: img.Unpacked}
+		if out[i].Unpacked == nil {
+			out[i].Unpacked = []string{}
+		}
+	}
+	return out
 }
 
 func (a *app) imagesRemove(ctx context.Context, names []string) error {

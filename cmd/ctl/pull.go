@@ -32,30 +32,40 @@ type pullOutcome struct {
 
 func (a *app) pullCmd() *cobra.Command {
 	var (
-		req    api.PullRequest
-		quiet  bool
-		format string
+		req      api.PullRequest
+		noUnpack bool
+		quiet    bool
+		format   string
 	)
 	cmd := &cobra.Command{
 		Use:   "pull [flags] REF",
 		Short: "Pull an image from a registry",
-		Long: `Pull asks the gateway to pull the image REF and shows its progress until
-every blob of the image is in the content store.
+		Long: `Pull asks the gateway to pull the image REF: its blobs are fetched into the
+node's content store and its layers unpacked into snapshots (one per layer,
+keyed by chainID) by the node's unpacker. The pull ends when the image's
+rootfs is ready on the node, so a container can start from it at once.
+With --no-unpack the pull only fetches, and ends once every blob is in the
+content store.
 
-The first line is the reference and whether it is resolved; then one line per
-blob (index, manifest, config, layers) with its state: waiting, downloading
-(with bytes so far), done, or exists (already in the store, nothing to
-download); the last line is the elapsed time, the bytes fetched and the rate.
+The first line is the reference and its state: resolved, unpacking while
+downloaded layers wait for their snapshots, and unpacked at the end. Then one
+line per blob (index, manifest, config, layers) with its state: waiting,
+downloading (with bytes so far), done, exists (already in the store, nothing
+to download) and, for a layer, unpacked (its snapshot is applied, or was
+there already). Once a layer is unpacked a line counts them ("unpacked 1/3
+layers"); the last line is the elapsed time, the bytes fetched and the rate.
 On a terminal the lines are redrawn in place; otherwise one line is printed
 per state change, so logs stay readable.
 
 ctl exits with status 0 when the pull completes, and prints
-"ctl: pull REF: <why>" and exits with status 1 when it fails.
+"ctl: pull REF: <why>" and exits with status 1 when it fails (to fetch or
+to unpack).
 
 Ctrl-C stops ctl from waiting, not the pull: the pull goes on in the system,
 and "ctl ops get ID" shows how it ends.`,
 		Example: `  ctl pull docker.io/library/alpine:3.20
   ctl pull --platform linux/arm64 alpine:3.20
+  ctl pull --no-unpack alpine:3.20
   ctl pull --plain-http registry.lan:5000/app:dev
   ctl pull -q alpine:3.20 && echo pulled
   ctl pull --format json alpine:3.20 | jq -r .target`,
@@ -65,13 +75,14 @@ and "ctl ops get ID" shows how it ends.`,
 				return err
 			}
 			req.Ref = args[0]
+			req.Unpack = !noUnpack
 			return a.pull(cmd.Context(), req, quiet, format)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&req.Platform, "platform", "", `platform to pull, "os/arch[/variant]" (default: the gateway host's)`)
 	f.BoolVar(&req.PlainHTTP, "plain-http", false, "allow plain HTTP to a registry that is not on loopback")
-	f.BoolVar(&req.Unpack, "unpack", false, "unpack the image's layers into snapshots after fetching")
+	f.BoolVar(&noUnpack, "no-unpack", false, "only fetch: leave the layers in the content store, not unpacked into snapshots")
 	f.BoolVarP(&quiet, "quiet", "q", false, "show no progress; print only the reference when done")
 	f.StringVar(&format, "format", "", `"json" prints the outcome as one JSON object instead of progress`)
 	return cmd
@@ -96,7 +107,7 @@ func (a *app) pull(ctx context.Context, req api.PullRequest, quiet bool, format 
 	var r *progress.Renderer
 	stopTicks := func() {}
 	if !quiet && format == "" {
-		r = progress.New(a.stdout, progress.Config{Ref: ref, TTY: a.tty, Width: a.width})
+		r = progress.New(a.stdout, progress.Config{Ref: ref, TTY: a.tty, Width: a.width, Unpack: req.Unpack})
 		fn = r.Update
 		if a.tty {
 			stopTicks = tickEvery(100*time.Millisecond, r.Tick)

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/stevedore/stevedore/internal/daemon"
 	"github.com/stevedore/stevedore/pkg/client"
 )
 
@@ -20,6 +21,7 @@ import (
 const (
 	envNATS      = "STEVEDORE_NATS"
 	envNamespace = "STEVEDORE_NAMESPACE"
+	envNode      = "STEVEDORE_NODE"
 )
 
 const defaultNATS = "nats://127.0.0.1:4222"
@@ -33,6 +35,7 @@ type app struct {
 
 	natsURL   string
 	namespace string
+	node      string
 	timeout   time.Duration
 
 	nc *nats.Conn
@@ -53,7 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	root := a.rootCmd()
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
-	if errors.Is(err, nats.ErrNoResponders) {
+	if nu := (*client.NoUnpackerError)(nil); errors.Is(err, nats.ErrNoResponders) && !errors.As(err, &nu) {
 		return &noGatewayError{url: a.natsURL, err: err}
 	}
 	return err
@@ -80,17 +83,21 @@ func envOr(key, def string) string {
 func (a *app) rootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "ctl",
-		Short: "Control Stevedore: pull images, inspect content and operations",
-		Long: `ctl talks to Stevedore's gateway over NATS. Every command is a request to
-the gateway; commands that start work (pull, content rm) then follow the
-work's events in the log until it ends.
+		Short: "Control Stevedore: pull images, inspect content, snapshots and operations",
+		Long: `ctl talks to Stevedore over NATS. Every command is a request to the gateway,
+except the snapshot commands, which the unpacker of one node (--node) answers;
+commands that start work (pull, content rm) then follow the work's events in
+the log until it ends.
 
 The gateway embeds a NATS server by default, so on one machine the default
---nats URL reaches it. Errors are printed as "ctl: <message>" and make ctl
-exit with status 1.`,
+--nats URL reaches it. --node names the node whose snapshots "ctl snapshots"
+shows and for which "ctl images" says UNPACKED; it defaults to this host's
+name with dots as dashes, the name the workers on this host use. Errors are
+printed as "ctl: <message>" and make ctl exit with status 1.`,
 		Example: `  ctl pull docker.io/library/alpine:3.20
   ctl images
   ctl -n team-a images --format json
+  ctl --node build-02 snapshots ls
   STEVEDORE_NATS=nats://build-01:4222 ctl content ls`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -106,9 +113,10 @@ exit with status 1.`,
 	pf := root.PersistentFlags()
 	pf.StringVar(&a.natsURL, "nats", envOr(envNATS, defaultNATS), "NATS URL of the gateway (env "+envNATS+")")
 	pf.StringVarP(&a.namespace, "namespace", "n", envOr(envNamespace, "default"), "namespace to act in (env "+envNamespace+")")
+	pf.StringVar(&a.node, "node", envOr(envNode, daemon.Hostname()), "node for snapshots and the images UNPACKED column (env "+envNode+"; default: host name, dots as dashes)")
 	pf.DurationVar(&a.timeout, "timeout", client.DefaultTimeout, "how long to wait for the gateway to answer a request")
 
-	root.AddCommand(a.pullCmd(), a.imagesCmd(), a.contentCmd(), a.opsCmd())
+	root.AddCommand(a.pullCmd(), a.imagesCmd(), a.snapshotsCmd(), a.contentCmd(), a.opsCmd())
 	return root
 }
 

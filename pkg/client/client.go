@@ -6,7 +6,8 @@
 // Errors the gateway reports keep its message and wrap the errdefs class its
 // error code names, so callers branch with errors.Is(err, errdefs.ErrNotFound).
 // A request nobody answers wraps nats.ErrNoResponders and
-// errdefs.ErrUnavailable.
+// errdefs.ErrUnavailable; for the snapshot calls, which each node's unpacker
+// answers, it is a *NoUnpackerError naming the node.
 package client
 
 import (
@@ -16,6 +17,7 @@ import (
 	"fmt"
 	"os"
 	"os/user"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -153,6 +155,12 @@ func codeError(code, msg string) error {
 
 // request sends req as JSON to subject and returns the raw reply body.
 func (c *Client) request(ctx context.Context, subject string, req any) ([]byte, error) {
+	return c.requestFrom(ctx, "the gateway", subject, req)
+}
+
+// requestFrom is request to a service other than the gateway; peer names it
+// in errors ("the unpacker on node x").
+func (c *Client) requestFrom(ctx context.Context, peer, subject string, req any) ([]byte, error) {
 	data, err := json.Marshal(req)
 	if err != nil {
 		return nil, fmt.Errorf("%s: encode request: %w", subject, err)
@@ -170,7 +178,7 @@ func (c *Client) request(ctx context.Context, subject string, req any) ([]byte, 
 			return nil, fmt.Errorf("%s: %w: %w", subject, errdefs.ErrUnavailable, err)
 		}
 		if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) {
-			return nil, fmt.Errorf("%s: no reply from the gateway in time: %w: %w", subject, errdefs.ErrUnavailable, err)
+			return nil, fmt.Errorf("%s: no reply from %s in time: %w: %w", subject, peer, errdefs.ErrUnavailable, err)
 		}
 		return nil, fmt.Errorf("%s: %w", subject, err)
 	}
@@ -186,6 +194,10 @@ func (c *Client) call(ctx context.Context, subject string, req, reply any) error
 	if err != nil {
 		return err
 	}
+	return decodeReply(subject, data, reply)
+}
+
+func decodeReply(subject string, data []byte, reply any) error {
 	if err := json.Unmarshal(data, reply); err != nil {
 		return fmt.Errorf("%s: decode reply: %w: %w", subject, errdefs.ErrInternal, err)
 	}
@@ -261,4 +273,83 @@ func (c *Client) Operation(ctx context.Context, id string) (api.Operation, error
 	var op api.Operation
 	err := c.call(ctx, api.SubjectOperation, api.OperationRequest{Operation: id}, &op)
 	return op, err
+}
+
+// NoUnpackerError is the error of a snapshot call that no unpacker
+// answered: none runs for Node, or Node is misspelt. It wraps
+// errdefs.ErrUnavailable and nats.ErrNoResponders.
+type NoUnpackerError struct {
+	Node string
+	err  error
+}
+
+func (e *NoUnpackerError) Error() string {
+	return fmt.Sprintf("no unpacker answered for node %s (is an unpacker running on %s, under that name?)", e.Node, e.Node)
+}
+
+func (e *NoUnpackerError) Unwrap() []error { return []error{errdefs.ErrUnavailable, e.err} }
+
+// checkNode accepts a node name that can be a subject token.
+func checkNode(node string) error {
+	if node == "" {
+		return fmt.Errorf("%w: no node given", errdefs.ErrInvalidArgument)
+	}
+	if strings.ContainsAny(node, ".*> \t\r\n") {
+		return fmt.Errorf("%w: node name %q has a character a node name cannot have (one of . * > or a space)", errdefs.ErrInvalidArgument, node)
+	}
+	return nil
+}
+
+// snapshotCall sends req to node's unpacker endpoint verb and decodes its
+// JSON reply into reply.
+func (c *Client) snapshotCall(ctx context.Context, node, verb string, req, reply any) error {
+	if err := checkNode(node); err != nil {
+		return err
+	}
+	subject := api.SnapshotsSubject(node, verb)
+	data, err := c.requestFrom(ctx, "the unpacker on node "+node, subject, req)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return &NoUnpackerError{Node: node, err: err}
+	}
+	if err != nil {
+		return err
+	}
+	return decodeReply(subject, data, reply)
+}
+
+// SnapshotsList returns the snapshots on node, as its unpacker reports them.
+// If no unpacker answers for node the error is a *NoUnpackerError.
+func (c *Client) SnapshotsList(ctx context.Context, node string) (api.SnapshotsListReply, error) {
+	var r api.SnapshotsListReply
+	err := c.snapshotCall(ctx, node, "list", api.SnapshotsListRequest{}, &r)
+	if err == nil && r.Snapshots == nil {
+		r.Snapshots = []api.Snapshot{}
+	}
+	return r, err
+}
+
+// SnapshotMounts returns how to mount snapshot key on node: the mounts, and
+// a mount(8) command line. An unknown key is an error wrapping
+// errdefs.ErrNotFound.
+func (c *Client) SnapshotMounts(ctx context.Context, node, key string) (api.SnapshotMountsReply, error) {
+	var r api.SnapshotMountsReply
+	if key == "" {
+		return r, fmt.Errorf("%w: no snapshot key given", errdefs.ErrInvalidArgument)
+	}
+	err := c.snapshotCall(ctx, node, "mounts", api.SnapshotRequest{Key: key}, &r)
+	return r, err
+}
+
+// SnapshotRemove removes snapshot key from node. The unpacker refuses one
+// that a child snapshot or a container uses (an error wrapping
+// errdefs.ErrFailedPrecondition, with its message); an unknown key is an
+// error wrapping errdefs.ErrNotFound. The removal is recorded in the log as
+// snapshot-removed at the returned sequence.
+func (c *Client) SnapshotRemove(ctx context.Context, node, key string) (api.SnapshotRemoveReply, error) {
+	var r api.SnapshotRemoveReply
+	if key == "" {
+		return r, fmt.Errorf("%w: no snapshot key given", errdefs.ErrInvalidArgument)
+	}
+	err := c.snapshotCall(ctx, node, "remove", api.SnapshotRequest{Key: key}, &r)
+	return r, err
 }

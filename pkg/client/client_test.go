@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -414,4 +416,170 @@ func TestContentReader(t *testing.T) {
 			t.Fatalf("err = %v, want invalid argument", err)
 		}
 	})
+}
+
+func TestSnapshots(t *testing.T) {
+	s := natstest.Start(t)
+	un, _ := s.Connect(t)
+	created := time.Date(2026, 11, 23, 8, 0, 0, 0, time.UTC)
+	top := digest.FromString("top").String()
+	var mu sync.Mutex
+	var removed []string
+	var actor string
+	// One node's unpacker endpoints; NATS is real.
+	serve(t, un, map[string]micro.HandlerFunc{
+		api.SnapshotsSubject("node-1", "list"): func(r micro.Request) {
+			mu.Lock()
+			actor = r.Headers().Get(client.ActorHeader)
+			mu.Unlock()
+			_ = r.RespondJSON(api.SnapshotsListReply{Node: "node-1", Snapshotter: "overlay", Snapshots: []api.Snapshot{
+				{Key: top, Parent: "", Kind: "committed", Size: 4096, Inodes: 3, Created: created},
+			}})
+		},
+		api.SnapshotsSubject("node-1", "mounts"): func(r micro.Request) {
+			var req api.SnapshotRequest
+			_ = json.Unmarshal(r.Data(), &req)
+			if req.Key != top {
+				_ = r.Error("not_found", "snapshot "+req.Key+" not found", nil)
+				return
+			}
+			_ = r.RespondJSON(api.SnapshotMountsReply{
+				Mounts:  []api.Mount{{Type: "bind", Source: "/var/lib/stevedore/snapshots/1/fs", Options: []string{"ro", "rbind"}}},
+				Command: "mount -t bind -o ro,rbind /var/lib/stevedore/snapshots/1/fs TARGET",
+			})
+		},
+		api.SnapshotsSubject("node-1", "remove"): func(r micro.Request) {
+			var req api.SnapshotRequest
+			_ = json.Unmarshal(r.Data(), &req)
+			switch req.Key {
+			case top:
+				_ = r.Error("failed_precondition", "snapshot "+top+" has a child: remove it first", nil)
+			case "gone":
+				_ = r.Error("not_found", "snapshot gone not found", nil)
+			default:
+				mu.Lock()
+				removed = append(removed, req.Key)
+				mu.Unlock()
+				_ = r.RespondJSON(api.SnapshotRemoveReply{Seq: 42})
+			}
+		},
+	})
+	c := newClient(t, s, client.WithActor("alice@box"))
+
+	t.Run("list", func(t *testing.T) {
+		r, err := c.SnapshotsList(ctxT(t), "node-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Node != "node-1" || r.Snapshotter != "overlay" || len(r.Snapshots) != 1 || r.Snapshots[0].Key != top ||
+			r.Snapshots[0].Size != 4096 || !r.Snapshots[0].Created.Equal(created) {
+			t.Fatalf("list = %+v", r)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if actor != "alice@box" {
+			t.Fatalf("actor %q", actor)
+		}
+	})
+	t.Run("mounts", func(t *testing.T) {
+		r, err := c.SnapshotMounts(ctxT(t), "node-1", top)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(r.Mounts) != 1 || r.Mounts[0].Type != "bind" || r.Mounts[0].Options[1] != "rbind" || !strings.HasPrefix(r.Command, "mount -t bind") {
+			t.Fatalf("mounts = %+v", r)
+		}
+		_, err = c.SnapshotMounts(ctxT(t), "node-1", "nope")
+		if !errors.Is(err, errdefs.ErrNotFound) || err.Error() != "snapshot nope not found" {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	t.Run("remove", func(t *testing.T) {
+		r, err := c.SnapshotRemove(ctxT(t), "node-1", "sha256:leaf")
+		if err != nil || r.Seq != 42 {
+			t.Fatalf("remove = %+v, %v", r, err)
+		}
+		_, err = c.SnapshotRemove(ctxT(t), "node-1", top)
+		if !errors.Is(err, errdefs.ErrFailedPrecondition) || err.Error() != "snapshot "+top+" has a child: remove it first" {
+			t.Fatalf("err = %v", err)
+		}
+		if _, err := c.SnapshotRemove(ctxT(t), "node-1", "gone"); !errors.Is(err, errdefs.ErrNotFound) {
+			t.Fatalf("err = %v", err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(removed) != 1 || removed[0] != "sha256:leaf" {
+			t.Fatalf("removed %q", removed)
+		}
+	})
+	t.Run("no unpacker", func(t *testing.T) {
+		_, err := c.SnapshotsList(ctxT(t), "node-2")
+		var nu *client.NoUnpackerError
+		if !errors.As(err, &nu) || nu.Node != "node-2" {
+			t.Fatalf("err = %v, want a NoUnpackerError for node-2", err)
+		}
+		if !errors.Is(err, errdefs.ErrUnavailable) || !errors.Is(err, nats.ErrNoResponders) {
+			t.Fatalf("err = %v, want unavailable and no responders", err)
+		}
+		if !strings.Contains(err.Error(), "no unpacker answered for node node-2") {
+			t.Fatalf("message %q", err.Error())
+		}
+	})
+	t.Run("invalid arguments", func(t *testing.T) {
+		for _, node := range []string{"", "a.b", "a*", "a b"} {
+			if _, err := c.SnapshotsList(ctxT(t), node); !errors.Is(err, errdefs.ErrInvalidArgument) {
+				t.Errorf("node %q: err = %v, want invalid argument", node, err)
+			}
+		}
+		if _, err := c.SnapshotMounts(ctxT(t), "node-1", ""); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("empty key: err = %v", err)
+		}
+		if _, err := c.SnapshotRemove(ctxT(t), "node-1", ""); !errors.Is(err, errdefs.ErrInvalidArgument) {
+			t.Errorf("empty key: err = %v", err)
+		}
+	})
+}
+
+func TestWaitUnpack(t *testing.T) {
+	s := natstest.Start(t)
+	c := newClient(t, s)
+	const op, other = "op-unpack", "op-other"
+	const ref = "registry.example/app:1"
+	layer := ocispec.Descriptor{MediaType: ocispec.MediaTypeImageLayerGzip, Digest: digest.FromString("layer"), Size: 1 << 20}
+	chainID := digest.FromString("chain")
+
+	seq := publish(t, s, op, events.TypePullRequested, events.PullAggregate(op), events.PullRequested{Ref: ref, Unpack: true})
+	publish(t, s, op, events.TypeBlobCommitted, events.BlobAggregate(layer.Digest), events.BlobCommitted{Ref: ref, Role: events.RoleLayer, Descriptor: layer, Unpack: true})
+	publish(t, s, other, events.TypeLayerApplied, events.SnapshotAggregate(chainID.String()), events.LayerApplied{Ref: "x", ChainID: chainID, Layer: layer.Digest})
+	publish(t, s, op, events.TypeLayerApplied, events.SnapshotAggregate(chainID.String()), events.LayerApplied{Ref: ref, ChainID: chainID, Layer: layer.Digest, Size: 3 << 20})
+	publish(t, s, op, events.TypeImageUpdated, events.ImageAggregate(ref), events.ImageUpdated{Name: ref})
+	publish(t, s, op, events.TypeUnpackRequested, events.ImageAggregate(ref), events.UnpackRequested{Ref: ref, Layers: []ocispec.Descriptor{layer}})
+	publish(t, s, op, events.TypeImageUnpacked, events.ImageAggregate(ref), events.ImageUnpacked{Name: ref, ChainID: chainID, Layers: 1})
+	publish(t, s, op, events.TypePullCompleted, events.PullAggregate(op), events.PullCompleted{Ref: ref, Blobs: 1})
+
+	rec := newRecorder()
+	last, err := c.Wait(ctxT(t), api.OpReply{Operation: op, Seq: seq}, rec.fn)
+	if err != nil {
+		t.Fatalf("Wait: %v", err)
+	}
+	if last.Type != events.TypePullCompleted {
+		t.Fatalf("terminal = %s", last.Type)
+	}
+	evs, _ := rec.types()
+	want := []events.Type{events.TypePullRequested, events.TypeBlobCommitted, events.TypeLayerApplied, events.TypeImageUpdated,
+		events.TypeUnpackRequested, events.TypeImageUnpacked, events.TypePullCompleted}
+	if !slices.Equal(evs, want) {
+		t.Fatalf("updates = %v, want %v", evs, want)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	var la events.LayerApplied
+	if err := rec.updates[2].Event.Decode(&la); err != nil || la.Ref != ref || la.Layer != layer.Digest || la.Size != 3<<20 {
+		t.Fatalf("layer-applied update = %+v, %v", la, err)
+	}
+	for _, ty := range []events.Type{events.TypeLayerApplied, events.TypeImageUnpacked, events.TypeUnpackRequested} {
+		if done, _ := client.Terminal(&events.Envelope{Type: ty}); done {
+			t.Errorf("%s ends the operation", ty)
+		}
+	}
 }

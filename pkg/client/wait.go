@@ -31,7 +31,9 @@ const progressBuffer = 256
 //
 // It reads the client namespace's events from the log starting at op.Seq, so
 // events appended before Wait was called are still seen, and keeps only those
-// of op.Operation. It also listens for the operation's live progress ticks.
+// of op.Operation (whatever their aggregate: a pull's blob-committed,
+// layer-applied and image-unpacked events are all its updates). It also
+// listens for the operation's live progress ticks.
 // If fn is not nil it is called with every event and tick, in the order they
 // arrive, from one goroutine at a time.
 //

@@ -627,3 +627,47 @@ func TestServiceInfo(t *testing.T) {
 		}
 	}
 }
+
+// The images list says where each image is unpacked, from the log.
+func TestImagesUnpacked(t *testing.T) {
+	h := newHarness(t)
+	h.start()
+	const name = "docker.io/library/busybox:latest"
+	h.imageUpdated("default", name)
+	target := digest.FromString(name)
+	chainID := digest.FromString("top")
+	unpackedOn := func(node string) {
+		ev, err := events.New(events.Meta{Namespace: "default", Operation: "op1", Node: node}, events.TypeImageUnpacked,
+			events.ImageAggregate(name), events.ImageUnpacked{Name: name, Target: target, ChainID: chainID, Layers: 1, Snapshotter: "overlay"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.pub.Publish(context.Background(), ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	list := func() []string {
+		var l api.ImagesListReply
+		h.ok(api.SubjectImagesList, nil, &l)
+		if len(l.Images) != 1 {
+			t.Fatalf("images = %+v", l.Images)
+		}
+		return l.Images[0].Unpacked
+	}
+	unpackedOn("node-b")
+	unpackedOn("node-a")
+	if got := list(); fmt.Sprint(got) != "[node-a node-b]" {
+		t.Fatalf("unpacked on %q", got)
+	}
+	ev, err := events.New(events.Meta{Namespace: "default", Node: "node-b"}, events.TypeSnapshotRemoved,
+		events.SnapshotAggregate(chainID.String()), events.SnapshotRemoved{Key: chainID.String(), Snapshotter: "overlay"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.pub.Publish(context.Background(), ev); err != nil {
+		t.Fatal(err)
+	}
+	if got := list(); fmt.Sprint(got) != "[node-a]" {
+		t.Fatalf("after removing node-b's top snapshot: unpacked on %q", got)
+	}
+}

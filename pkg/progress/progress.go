@@ -3,6 +3,12 @@
 // and a bar, and a footer with the elapsed time, the bytes fetched and the
 // rate.
 //
+// When the pull unpacks, a layer goes on from done to unpacked when its
+// snapshot is applied (layer-applied), the reference line says "unpacking"
+// while some downloaded layers are not unpacked yet, and a line "unpacked
+// N/M layers" appears above the footer once the first layer is unpacked:
+// ctr's "unpacking linux/amd64 sha256:…" phase, per layer.
+//
 // On a terminal the whole frame is redrawn in place (ANSI cursor movement)
 // at most every Config.Interval; elsewhere one line is printed per state
 // change, so logs stay readable. The renderer is pure apart from its writer
@@ -31,17 +37,34 @@ const (
 	Downloading State = "downloading" // bytes are arriving
 	Done        State = "done"        // downloaded and committed
 	Exists      State = "exists"      // was already in the store; nothing downloaded
+	Unpacked    State = "unpacked"    // a layer that is a committed snapshot on the node
 	Failed      State = "failed"      // the pull failed on this blob
 )
 
-// terminal reports whether no later state replaces s.
-func (s State) terminal() bool { return s == Done || s == Exists || s == Failed }
+// Reference line states besides "resolving", "resolved" and "failed".
+const (
+	// Unpacking: some downloaded layers are not unpacked yet.
+	Unpacking = "unpacking"
+	// ImageUnpacked: every layer is unpacked (image-unpacked arrived).
+	ImageUnpacked = "unpacked"
+)
+
+// terminal reports whether no download state replaces s (only a layer's
+// unpacking moves it on from done or exists).
+func (s State) terminal() bool { return s == Done || s == Exists || s == Failed || s == Unpacked }
+
+// fetched reports whether the blob is in the store (downloaded or already there).
+func (s State) fetched() bool { return s == Done || s == Exists }
 
 // Config configures a Renderer.
 type Config struct {
 	// Ref is the reference shown on the first line. If empty, the ref of
 	// the pull-requested event is used once it arrives.
 	Ref string
+	// Unpack says the pull unpacks its layers, so downloaded layers wait
+	// for their snapshots ("unpacking"). A pull-requested update that asks
+	// for unpacking, or any layer-applied update, says so too.
+	Unpack bool
 	// TTY redraws the frame in place; otherwise one line is printed per
 	// state change.
 	TTY bool
@@ -67,6 +90,11 @@ type Renderer struct {
 	ref      string
 	resolved bool
 	failed   bool
+	unpack   bool // layers are to be unpacked
+	applied  bool // a layer-applied arrived
+	unpacked bool // image-unpacked arrived
+	layers   int  // the layer count image-unpacked gave, if more than seen
+	said     map[string]bool
 	blobs    []*blob
 	byDigest map[digest.Digest]*blob
 
@@ -82,6 +110,8 @@ type blob struct {
 	state  State
 	offset int64
 	size   int64
+	// downloaded: this pull fetched its bytes (it was done, not exists).
+	downloaded bool
 }
 
 func (b *blob) name() string {
@@ -103,13 +133,19 @@ func New(w io.Writer, cfg Config) *Renderer {
 	if cfg.Interval <= 0 {
 		cfg.Interval = 100 * time.Millisecond
 	}
-	return &Renderer{w: w, cfg: cfg, start: cfg.Now(), ref: cfg.Ref, byDigest: map[digest.Digest]*blob{}}
+	return &Renderer{w: w, cfg: cfg, start: cfg.Now(), ref: cfg.Ref, unpack: cfg.Unpack,
+		byDigest: map[digest.Digest]*blob{}, said: map[string]bool{}}
 }
 
 // Update applies one update from client.Wait: descriptor-resolved adds a
 // waiting blob, a progress tick makes it downloading, blob-committed makes it
-// done (or exists, when nothing had to be downloaded), pull-failed marks the
-// blob it names as failed. Other updates are ignored.
+// done (or exists, when nothing had to be downloaded), layer-applied makes
+// the layer it names unpacked (also when its snapshot existed already),
+// image-unpacked marks the image unpacked, pull-failed marks the blob it
+// names as failed. Other updates are ignored.
+//
+// Off a TTY, the reference line is printed when resolved, the first time it
+// is unpacking, and when the image is unpacked.
 func (r *Renderer) Update(u client.Update) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -151,6 +187,9 @@ func (r *Renderer) Finish() error {
 	if r.cfg.TTY {
 		r.draw()
 	} else {
+		if r.applied {
+			r.printf("%s\n", r.unpackLine())
+		}
 		r.printf("%s\n", r.footer())
 	}
 	return r.err
@@ -160,9 +199,13 @@ func (r *Renderer) event(ev *events.Envelope) {
 	switch ev.Type {
 	case events.TypePullRequested:
 		var p events.PullRequested
-		if ev.Decode(&p) == nil && r.ref == "" {
+		if ev.Decode(&p) != nil {
+			return
+		}
+		if r.ref == "" {
 			r.ref = p.Ref
 		}
+		r.unpack = r.unpack || p.Unpack
 	case events.TypeDescriptorResolved:
 		var p events.DescriptorResolved
 		if ev.Decode(&p) != nil {
@@ -198,8 +241,33 @@ func (r *Renderer) event(ev *events.Envelope) {
 		if p.Existing {
 			r.setState(b, Exists)
 		} else {
+			b.downloaded = true
 			r.setState(b, Done)
 		}
+		r.refChanged()
+	case events.TypeLayerApplied:
+		var p events.LayerApplied
+		if ev.Decode(&p) != nil || p.Layer == "" {
+			return
+		}
+		r.unpack, r.applied = true, true
+		r.dirty = true
+		// A layer that was already in the store and unpacked on the node
+		// may have no earlier event in this pull: it is added here.
+		b := r.blob(p.Layer, events.RoleLayer)
+		if b.state != Unpacked && b.state != Failed {
+			b.offset = b.size
+			r.setState(b, Unpacked)
+		}
+		r.refChanged()
+	case events.TypeImageUnpacked:
+		var p events.ImageUnpacked
+		if ev.Decode(&p) != nil {
+			return
+		}
+		r.unpack, r.unpacked = true, true
+		r.layers = p.Layers
+		r.refChanged()
 	case events.TypePullFailed:
 		var p events.PullFailed
 		if ev.Decode(&p) != nil {
@@ -260,6 +328,64 @@ func (r *Renderer) changed(line string) {
 
 func (r *Renderer) refLinePlain() string { return r.ref + ": resolved" }
 
+// refState is the reference line's state.
+func (r *Renderer) refState() string {
+	switch {
+	case r.unpacked:
+		return ImageUnpacked
+	case r.unpacking():
+		return Unpacking
+	case r.resolved:
+		return "resolved"
+	case r.failed:
+		return string(Failed)
+	}
+	return "resolving"
+}
+
+// unpacking reports whether some layers are in the store but not unpacked.
+func (r *Renderer) unpacking() bool {
+	if !r.unpack || r.failed || r.unpacked {
+		return false
+	}
+	for _, b := range r.blobs {
+		if b.role == events.RoleLayer && b.state.fetched() {
+			return true
+		}
+	}
+	return false
+}
+
+// refChanged prints the reference line off a TTY when it first becomes
+// unpacking, and when the image is unpacked.
+func (r *Renderer) refChanged() {
+	st := r.refState()
+	if (st != Unpacking && st != ImageUnpacked) || r.said[st] {
+		return
+	}
+	r.said[st] = true
+	r.changed(r.ref + ": " + st)
+}
+
+// layerCounts returns how many layers are unpacked, and how many there are.
+func (r *Renderer) layerCounts() (unpacked, total int) {
+	for _, b := range r.blobs {
+		if b.role != events.RoleLayer {
+			continue
+		}
+		total++
+		if b.state == Unpacked {
+			unpacked++
+		}
+	}
+	return unpacked, max(total, r.layers)
+}
+
+func (r *Renderer) unpackLine() string {
+	n, m := r.layerCounts()
+	return fmt.Sprintf("unpacked %d/%d layers", n, m)
+}
+
 func plainStatus(b *blob) string {
 	switch b.state {
 	case Downloading:
@@ -295,8 +421,10 @@ func (r *Renderer) fetched() int64 {
 	var n int64
 	for _, b := range r.blobs {
 		switch b.state {
-		case Done:
-			n += b.size
+		case Done, Unpacked:
+			if b.downloaded {
+				n += b.size
+			}
 		case Downloading, Failed:
 			n += b.offset
 		}
@@ -368,13 +496,15 @@ const (
 
 // frame returns the lines of a TTY frame, each fitted to the width.
 func (r *Renderer) frame() []string {
-	refState := "resolving"
+	refState := r.refState()
 	refFrac := 0.0
-	switch {
-	case r.resolved:
-		refState, refFrac = "resolved", 1
-	case r.failed:
-		refState = string(Failed)
+	switch refState {
+	case "resolved", ImageUnpacked:
+		refFrac = 1
+	case Unpacking:
+		if n, m := r.layerCounts(); m > 0 {
+			refFrac = float64(n) / float64(m)
+		}
 	}
 	ref := r.ref
 	if ref == "" {
@@ -416,10 +546,13 @@ func (r *Renderer) frame() []string {
 			if b.size > 0 {
 				frac = float64(b.offset) / float64(b.size)
 			}
-		case Done, Exists:
+		case Done, Exists, Unpacked:
 			frac = 1
 		}
 		lines = append(lines, line(b.name(), string(b.state), frac, sizes(b)))
+	}
+	if r.applied {
+		lines = append(lines, cut(r.unpackLine(), width))
 	}
 	return append(lines, cut(r.footer(), width))
 }

@@ -247,3 +247,171 @@ func TestBytes(t *testing.T) {
 		}
 	}
 }
+
+func applied(t *testing.T, d ocispec.Descriptor, index int, existing bool) client.Update {
+	return ev(t, events.TypeLayerApplied, events.LayerApplied{
+		Ref: ref, Layer: d.Digest, ChainID: digest.FromString("chain-" + d.Digest.String()), Index: index, Size: 2 * d.Size, Existing: existing,
+	})
+}
+
+func TestPlainLinesUnpack(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	var out bytes.Buffer
+	r := progress.New(&out, progress.Config{Now: c.now})
+	for _, u := range []client.Update{
+		ev(t, events.TypePullRequested, events.PullRequested{Ref: ref, Unpack: true}),
+		resolved(t, events.RoleManifest, manifest),
+		committed(t, events.RoleManifest, manifest, false),
+		resolved(t, events.RoleConfig, config),
+		resolved(t, events.RoleLayer, layer1),
+		resolved(t, events.RoleLayer, layer2),
+		committed(t, events.RoleConfig, config, false), // not a layer: nothing to unpack
+		tick(layer1, events.RoleLayer, 1<<20),
+		committed(t, events.RoleLayer, layer2, true),
+		applied(t, layer2, 1, true), // its snapshot was there already
+		committed(t, events.RoleLayer, layer1, false),
+		applied(t, layer1, 0, false),
+		tick(layer1, events.RoleLayer, 3<<20), // late: must not undo "unpacked"
+		ev(t, events.TypeImageUpdated, events.ImageUpdated{Name: ref}),
+		ev(t, events.TypeImageUnpacked, events.ImageUnpacked{Name: ref, Layers: 2}),
+		ev(t, events.TypePullCompleted, events.PullCompleted{Ref: ref}),
+	} {
+		r.Update(u)
+		c.advance(250 * time.Millisecond)
+	}
+	if err := r.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	l1, l2 := "layer-"+layer1.Digest.String(), "layer-"+layer2.Digest.String()
+	want := []string{
+		ref + ": resolved",
+		"manifest-" + manifest.Digest.String() + ": waiting 2.0 KiB",
+		"manifest-" + manifest.Digest.String() + ": done 2.0 KiB",
+		"config-" + config.Digest.String() + ": waiting 512 B",
+		l1 + ": waiting 4.0 MiB",
+		l2 + ": waiting 3.0 MiB",
+		"config-" + config.Digest.String() + ": done 512 B",
+		l1 + ": downloading 1.0 MiB/4.0 MiB",
+		l2 + ": exists 3.0 MiB",
+		ref + ": unpacking",
+		l2 + ": unpacked 3.0 MiB",
+		l1 + ": done 4.0 MiB",
+		l1 + ": unpacked 4.0 MiB",
+		ref + ": unpacked",
+		"unpacked 2/2 layers",
+		// 16 steps of 250ms; fetched: manifest + config + layer1, not layer2.
+		"elapsed: 4.0 s  total: 4.0 MiB (1.0 MiB/s)",
+	}
+	got := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Fatalf("plain output:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+func TestTTYFrameUnpack(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	var out bytes.Buffer
+	r := progress.New(&out, progress.Config{Ref: ref, TTY: true, Width: 160, Now: c.now, Unpack: true})
+	last := func() []string {
+		t.Helper()
+		c.advance(time.Second)
+		r.Tick()
+		fs := frames(out.String())
+		return fs[len(fs)-1]
+	}
+	for _, u := range []client.Update{
+		resolved(t, events.RoleManifest, manifest),
+		committed(t, events.RoleManifest, manifest, false),
+		resolved(t, events.RoleLayer, layer1),
+		resolved(t, events.RoleLayer, layer2),
+		tick(layer1, events.RoleLayer, 1<<20),
+	} {
+		r.Update(u)
+	}
+	f := last()
+	if len(f) != 5 || !strings.Contains(f[0], "resolved") || strings.Contains(strings.Join(f, "\n"), "unpack") {
+		t.Fatalf("before any layer is in the store:\n%s", strings.Join(f, "\n"))
+	}
+
+	// layer2 is in the store, not unpacked: the reference is unpacking.
+	r.Update(committed(t, events.RoleLayer, layer2, false))
+	f = last()
+	if !strings.Contains(f[0], "unpacking") || !strings.Contains(f[0], "|"+strings.Repeat("-", 40)+"|") || !strings.Contains(f[3], "done") {
+		t.Fatalf("layer downloaded, not unpacked:\n%s", strings.Join(f, "\n"))
+	}
+	if len(f) != 5 {
+		t.Fatalf("an unpacked-layers line before any layer-applied:\n%s", strings.Join(f, "\n"))
+	}
+
+	// layer2 unpacked while layer1 still downloads: the reference is not
+	// unpacking (no downloaded layer waits), the footer counts 1 of 2.
+	r.Update(applied(t, layer2, 1, false))
+	f = last()
+	checks := []struct {
+		line int
+		want []string
+	}{
+		{0, []string{ref + ":", "resolved"}},
+		{2, []string{"layer-" + layer1.Digest.String() + ":", "downloading", "1.0 MiB/4.0 MiB"}},
+		{3, []string{"layer-" + layer2.Digest.String() + ":", "unpacked", "|" + strings.Repeat("+", 40) + "|", "3.0 MiB"}},
+		{4, []string{"unpacked 1/2 layers"}},
+		{5, []string{"elapsed: "}},
+	}
+	if len(f) != 6 {
+		t.Fatalf("frame has %d lines, want 6:\n%s", len(f), strings.Join(f, "\n"))
+	}
+	for _, ck := range checks {
+		for _, w := range ck.want {
+			if !strings.Contains(f[ck.line], w) {
+				t.Errorf("line %d %q lacks %q", ck.line, f[ck.line], w)
+			}
+		}
+	}
+	if col := strings.Index(f[2], "downloading"); strings.Index(f[3], "unpacked") != col {
+		t.Errorf("unpacked state not in the state column %d: %q", col, f[3])
+	}
+
+	// layer1 done: unpacking again, the bar half full (1 of 2 unpacked).
+	r.Update(committed(t, events.RoleLayer, layer1, false))
+	f = last()
+	if !strings.Contains(f[0], "unpacking") || !strings.Contains(f[0], "|"+strings.Repeat("+", 20)+strings.Repeat("-", 20)+"|") {
+		t.Fatalf("reference line %q", f[0])
+	}
+	r.Update(applied(t, layer1, 0, false))
+	r.Update(ev(t, events.TypeImageUnpacked, events.ImageUnpacked{Name: ref, Layers: 2}))
+	if err := r.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	fs := frames(out.String())
+	f = fs[len(fs)-1]
+	if !strings.Contains(f[0], "unpacked") || !strings.Contains(f[2], "unpacked") || f[4] != "unpacked 2/2 layers" {
+		t.Fatalf("final frame:\n%s", strings.Join(f, "\n"))
+	}
+	if !strings.Contains(f[5], "total: 7.0 MiB") {
+		t.Fatalf("footer %q", f[5])
+	}
+}
+
+// A layer already in the store and unpacked may arrive with no earlier
+// event of the pull; a pull that does not unpack never says unpacking.
+func TestUnpackEdges(t *testing.T) {
+	c := &clock{t: time.Unix(1000, 0)}
+	var out bytes.Buffer
+	r := progress.New(&out, progress.Config{Ref: ref, Now: c.now})
+	r.Update(applied(t, layer1, 0, true))
+	_ = r.Finish()
+	want := "layer-" + layer1.Digest.String() + ": unpacked\nunpacked 1/1 layers\nelapsed: 0.0 s  total: 0 B (0 B/s)\n"
+	if out.String() != want {
+		t.Fatalf("output:\n%s\nwant:\n%s", out.String(), want)
+	}
+
+	out.Reset()
+	r = progress.New(&out, progress.Config{Ref: ref, Now: c.now})
+	r.Update(ev(t, events.TypePullRequested, events.PullRequested{Ref: ref}))
+	r.Update(resolved(t, events.RoleLayer, layer1))
+	r.Update(committed(t, events.RoleLayer, layer1, false))
+	_ = r.Finish()
+	if strings.Contains(out.String(), "unpack") {
+		t.Fatalf("a pull without unpacking mentions it:\n%s", out.String())
+	}
+}

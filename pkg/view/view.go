@@ -11,10 +11,18 @@
 //
 // Key layout (every key is readable ASCII up to the user-supplied suffix):
 //
-//	meta/applied          the applied stream sequence, 8 bytes big-endian
-//	img/<ns>/<name>       api.Image, JSON
-//	blob/<digest>         Blob, JSON
-//	op/<id>               api.Operation, JSON
+//	meta/applied                     the applied stream sequence, 8 bytes big-endian
+//	img/<ns>/<name>                  api.Image, JSON
+//	blob/<digest>                    Blob, JSON
+//	op/<id>                          api.Operation, JSON
+//	unpk/<chainID>/<ns>/<name>       unpackedAt, JSON: the nodes where the image's
+//	                                 top snapshot is chainID, so that
+//	                                 snapshot-removed can take them back
+//
+// An image's Unpacked nodes come from image-unpacked events for its current
+// target. An image-updated with another target clears them (the snapshots
+// belong to the old target); snapshot-removed of the image's top snapshot on
+// a node removes that node.
 package view
 
 import (
@@ -25,7 +33,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -61,6 +71,7 @@ const (
 	prefixImg  = "img/"
 	prefixBlob = "blob/"
 	prefixOp   = "op/"
+	prefixUnpk = "unpk/"
 )
 
 // Blob is the view of one blob in a node's content store.
@@ -319,9 +330,36 @@ func (v *View) project(b *pebble.Batch, ev *events.Envelope) error {
 		if err := checkImage(ev.Namespace, p.Name); err != nil {
 			return err
 		}
-		return putJSON(b, imageKey(ev.Namespace, p.Name), api.Image{
+		img := api.Image{
 			Name: p.Name, Target: p.Target, Size: p.Size, Created: p.Created, Platform: p.Platform, UpdatedAt: at,
-		})
+		}
+		// The same target keeps its snapshots; another target has none yet.
+		switch old, err := v.Image(ev.Namespace, p.Name); {
+		case err == nil:
+			if old.Target.Digest == p.Target.Digest {
+				img.Unpacked = old.Unpacked
+			}
+		case !errors.Is(err, errdefs.ErrNotFound):
+			return err
+		}
+		return putJSON(b, imageKey(ev.Namespace, p.Name), img)
+
+	case events.TypeImageUnpacked:
+		var p events.ImageUnpacked
+		if err := decode(&p); err != nil {
+			return err
+		}
+		if err := checkImage(ev.Namespace, p.Name); err != nil {
+			return err
+		}
+		return v.imageUnpacked(b, ev, p)
+
+	case events.TypeSnapshotRemoved:
+		var p events.SnapshotRemoved
+		if err := decode(&p); err != nil {
+			return err
+		}
+		return v.snapshotRemoved(b, ev.Node, p.Key)
 
 	case events.TypeImageDeleted:
 		var p events.ImageDeleted
@@ -447,6 +485,135 @@ func (v *View) endOp(b *pebble.Batch, id, kind, ref string, ev *events.Envelope,
 	return putJSON(b, opKey(id), op)
 }
 
+// unpackedAt is the value of an unpk/ key: the nodes where an image's
+// target has its top snapshot.
+type unpackedAt struct {
+	Target digest.Digest `json:"target"`
+	Nodes  []string      `json:"nodes"`
+}
+
+// imageUnpacked adds the event's node to the image's Unpacked nodes, if the
+// image is still there with the target that was unpacked, and remembers the
+// top snapshot so that its removal takes the node back.
+func (v *View) imageUnpacked(b *pebble.Batch, ev *events.Envelope, p events.ImageUnpacked) error {
+	if ev.Node == "" {
+		return fmt.Errorf("image-unpacked without a node: %w", errSkip)
+	}
+	img, err := v.Image(ev.Namespace, p.Name)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		return nil // removed since, or never recorded: nothing to mark
+	}
+	if err != nil {
+		return err
+	}
+	if p.Target != "" && p.Target != img.Target.Digest {
+		return nil // an older target's snapshots; the image points elsewhere now
+	}
+	if p.ChainID.Validate() == nil {
+		key := unpackedKey(p.ChainID, ev.Namespace, p.Name)
+		var at unpackedAt
+		if err := v.getJSON(key, "unpacked index", &at); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+			return err
+		}
+		if at.Target != img.Target.Digest {
+			at = unpackedAt{Target: img.Target.Digest}
+		}
+		if nodes, added := addSorted(at.Nodes, ev.Node); added {
+			at.Nodes = nodes
+			if err := putJSON(b, key, at); err != nil {
+				return err
+			}
+		}
+	}
+	nodes, added := addSorted(img.Unpacked, ev.Node)
+	if !added {
+		return nil
+	}
+	img.Unpacked = nodes
+	return putJSON(b, imageKey(ev.Namespace, p.Name), img)
+}
+
+// snapshotRemoved takes node out of the Unpacked nodes of every image whose
+// top snapshot on it was key.
+func (v *View) snapshotRemoved(b *pebble.Batch, node, key string) error {
+	chainID, err := digest.Parse(key)
+	if err != nil || node == "" {
+		return nil // not a layer snapshot: no image's top
+	}
+	prefix := prefixUnpk + chainID.String() + "/"
+	type entry struct {
+		key      []byte
+		ns, name string
+		at       unpackedAt
+	}
+	var found []entry
+	// Collect first: reads of images below must not nest inside the scan.
+	if err := v.scan(prefix, func(k, val []byte) error {
+		ns, name, ok := strings.Cut(string(k[len(prefix):]), "/")
+		if !ok {
+			return nil
+		}
+		e := entry{key: slices.Clone(k), ns: ns, name: name}
+		if err := json.Unmarshal(val, &e.at); err != nil {
+			return fmt.Errorf("decode %s: %w", k, err)
+		}
+		found = append(found, e)
+		return nil
+	}); err != nil {
+		return err
+	}
+	for _, e := range found {
+		nodes, removed := removeSorted(e.at.Nodes, node)
+		if !removed {
+			continue
+		}
+		if len(nodes) == 0 {
+			if err := b.Delete(e.key, nil); err != nil {
+				return fmt.Errorf("delete %s: %w", e.key, err)
+			}
+		} else if err := putJSON(b, e.key, unpackedAt{Target: e.at.Target, Nodes: nodes}); err != nil {
+			return err
+		}
+		img, err := v.Image(e.ns, e.name)
+		if errors.Is(err, errdefs.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if img.Target.Digest != e.at.Target {
+			continue
+		}
+		if img.Unpacked, removed = removeSorted(img.Unpacked, node); removed {
+			if len(img.Unpacked) == 0 {
+				img.Unpacked = nil
+			}
+			if err := putJSON(b, imageKey(e.ns, e.name), img); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// addSorted inserts s into the sorted list, unless it is there.
+func addSorted(list []string, s string) ([]string, bool) {
+	i, ok := slices.BinarySearch(list, s)
+	if ok {
+		return list, false
+	}
+	return slices.Insert(slices.Clone(list), i, s), true
+}
+
+// removeSorted removes s from the sorted list, if it is there.
+func removeSorted(list []string, s string) ([]string, bool) {
+	i, ok := slices.BinarySearch(list, s)
+	if !ok {
+		return list, false
+	}
+	return slices.Delete(slices.Clone(list), i, i+1), true
+}
+
 func checkImage(ns, name string) error {
 	if err := events.ValidateNamespace(ns); err != nil {
 		return fmt.Errorf("%w: %w", err, errSkip)
@@ -460,6 +627,10 @@ func checkImage(ns, name string) error {
 func imageKey(ns, name string) []byte { return []byte(prefixImg + ns + "/" + name) }
 func blobKey(d digest.Digest) []byte  { return []byte(prefixBlob + d.String()) }
 func opKey(id string) []byte          { return []byte(prefixOp + id) }
+
+func unpackedKey(chainID digest.Digest, ns, name string) []byte {
+	return []byte(prefixUnpk + chainID.String() + "/" + ns + "/" + name)
+}
 
 func putJSON(b *pebble.Batch, key []byte, v any) error {
 	val, err := json.Marshal(v)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"testing"
 	"time"
 
@@ -130,6 +131,106 @@ func TestPullOperation(t *testing.T) {
 	if _, err := v.Operation("nope"); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("missing op err = %v", err)
 	}
+}
+
+// on sets the node an event was recorded on.
+func on(node string, ev *events.Envelope) *events.Envelope { ev.Node = node; return ev }
+
+func TestUnpacked(t *testing.T) {
+	v := openMem(t)
+	var g gen
+	const name = "r.example/app:1"
+	a, bTarget := dgst("target-a"), dgst("target-b")
+	top, lower := dgst("chain-top"), dgst("chain-lower")
+	updated := func(target digest.Digest) *events.Envelope {
+		return g.ev(t, "default", "op1", "", events.TypeImageUpdated, events.ImageAggregate(name), events.ImageUpdated{
+			Name: name, Target: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageManifest, Digest: target, Size: 7}, Size: 70, Platform: "linux/amd64",
+		})
+	}
+	unpacked := func(node string, target digest.Digest) *events.Envelope {
+		return on(node, g.ev(t, "default", "op1", "", events.TypeImageUnpacked, events.ImageAggregate(name), events.ImageUnpacked{
+			Name: name, Target: target, ChainID: top, Layers: 2, Snapshotter: "overlay",
+		}))
+	}
+	removed := func(node string, key digest.Digest) *events.Envelope {
+		return on(node, g.ev(t, "default", "", "", events.TypeSnapshotRemoved, events.SnapshotAggregate(key.String()), events.SnapshotRemoved{
+			Key: key.String(), Snapshotter: "overlay",
+		}))
+	}
+	nodes := func(want ...string) {
+		t.Helper()
+		img, err := v.Image("default", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(img.Unpacked, want) {
+			t.Fatalf("unpacked on %q, want %q", img.Unpacked, want)
+		}
+	}
+
+	req := g.ev(t, "default", "op1", "alice", events.TypePullRequested, events.PullAggregate("op1"), events.PullRequested{Ref: name, Unpack: true})
+	first := updated(a)
+	mustApply(t, v, req, first)
+	nodes()
+	mustApply(t, v,
+		on("node-b", g.ev(t, "default", "op1", "", events.TypeLayerApplied, events.SnapshotAggregate(lower.String()), events.LayerApplied{
+			Ref: name, ChainID: lower, Layer: dgst("layer0"), Index: 0, Size: 100})),
+		on("node-b", g.ev(t, "default", "op1", "", events.TypeLayerApplied, events.SnapshotAggregate(top.String()), events.LayerApplied{
+			Ref: name, ChainID: top, Parent: lower, Layer: dgst("layer1"), Index: 1, Existing: true})),
+		unpacked("node-b", a))
+	nodes("node-b")
+	if op, _ := v.Operation("op1"); op.State != api.OpRunning {
+		t.Fatalf("layer-applied / image-unpacked changed the operation: %+v", op)
+	}
+	mustApply(t, v, g.ev(t, "default", "op1", "", events.TypePullCompleted, events.PullAggregate("op1"), events.PullCompleted{Ref: name, Target: a}))
+	if op, _ := v.Operation("op1"); op.State != api.OpCompleted {
+		t.Fatalf("pull-completed did not complete the operation: %+v", op)
+	}
+
+	// Sorted, no duplicates; other targets and unknown images change nothing.
+	mustApply(t, v, unpacked("node-a", a), unpacked("node-b", a), unpacked("node-c", bTarget))
+	nodes("node-a", "node-b")
+	mustApply(t, v, on("node-a", g.ev(t, "default", "", "", events.TypeImageUnpacked, events.ImageAggregate("other:1"), events.ImageUnpacked{Name: "other:1", Target: a})))
+	if _, err := v.Image("default", "other:1"); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("image-unpacked of an unknown image made one: %v", err)
+	}
+	// An unpack without a node says nothing about where.
+	mustApply(t, v, on("", unpacked("", a)))
+	nodes("node-a", "node-b")
+
+	// The same target again keeps the nodes.
+	again := updated(a)
+	mustApply(t, v, again)
+	nodes("node-a", "node-b")
+	if img, _ := v.Image("default", name); !img.UpdatedAt.Equal(again.Time) {
+		t.Fatalf("updated_at %v, want %v", img.UpdatedAt, again.Time)
+	}
+
+	// Removing a lower snapshot, or the top one elsewhere, changes nothing;
+	// removing the top one on a node takes that node back.
+	mustApply(t, v, removed("node-a", lower), removed("node-z", top))
+	nodes("node-a", "node-b")
+	mustApply(t, v, removed("node-a", top))
+	nodes("node-b")
+
+	// A new target clears them: the snapshots belong to the old one.
+	mustApply(t, v, updated(bTarget))
+	nodes()
+	mustApply(t, v, unpacked("node-b", a)) // late, for the old target
+	nodes()
+	mustApply(t, v, unpacked("node-c", bTarget))
+	nodes("node-c")
+	// The old target's top snapshot going away does not touch the new one's nodes.
+	mustApply(t, v, removed("node-b", top))
+	nodes("node-c")
+
+	// Deleting the image drops it; pulled again it starts with no nodes.
+	mustApply(t, v, g.ev(t, "default", "op9", "", events.TypeImageDeleted, events.ImageAggregate(name), events.ImageDeleted{Name: name}))
+	if _, err := v.Image("default", name); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("deleted image: %v", err)
+	}
+	mustApply(t, v, updated(bTarget))
+	nodes()
 }
 
 func TestBlobsAndContentDelete(t *testing.T) {
@@ -257,6 +358,7 @@ func genLog(t testing.TB, n int, seed uint64) []*events.Envelope {
 	nss := []string{"default", "team-a"}
 	names := []string{"docker.io/library/alpine:3", "r.example:5000/app:1", "r.example:5000/app:2", "x/y@" + dgst("z").String()}
 	var ops []string
+	targets := map[string]digest.Digest{} // ns/name → the last target recorded
 	for len(out) < n {
 		ns := nss[r.IntN(len(nss))]
 		name := names[r.IntN(len(names))]
@@ -269,7 +371,9 @@ func genLog(t testing.TB, n int, seed uint64) []*events.Envelope {
 		actor := []string{"alice", "bob", ""}[r.IntN(3)]
 		created := t0.Add(-time.Duration(r.IntN(1000)) * time.Hour)
 		var ev *events.Envelope
-		switch r.IntN(11) {
+		node := []string{"node-a", "node-b", "node-c"}[r.IntN(3)]
+		chain := dgst(fmt.Sprint("chain", r.IntN(3)))
+		switch r.IntN(14) {
 		case 0:
 			ev = g.ev(t, ns, op, actor, events.TypePullRequested, events.PullAggregate(op), events.PullRequested{Ref: name, Platform: "linux/arm64/v8", Unpack: true})
 		case 1:
@@ -277,6 +381,7 @@ func genLog(t testing.TB, n int, seed uint64) []*events.Envelope {
 		case 2:
 			ev = g.ev(t, ns, op, actor, events.TypePullFailed, events.PullAggregate(op), events.PullFailed{Ref: name, Code: "unavailable", Message: "registry down"})
 		case 3, 4:
+			targets[ns+"/"+name] = d
 			ev = g.ev(t, ns, op, actor, events.TypeImageUpdated, events.ImageAggregate(name), events.ImageUpdated{
 				Name: name, Size: int64(r.IntN(1 << 20)), Created: &created, Platform: "linux/amd64",
 				Target: ocispec.Descriptor{MediaType: ocispec.MediaTypeImageIndex, Digest: d, Size: 99,
@@ -300,6 +405,21 @@ func genLog(t testing.TB, n int, seed uint64) []*events.Envelope {
 				ev.Type = events.TypeImageUpdated
 				ev.Payload = json.RawMessage(`[1,2]`)
 			}
+		case 11:
+			if t, ok := targets[ns+"/"+name]; ok && r.IntN(3) > 0 { // mostly the current target
+				d = t
+			}
+			ev = on(node, g.ev(t, ns, op, actor, events.TypeImageUnpacked, events.ImageAggregate(name), events.ImageUnpacked{
+				Name: name, Target: d, ChainID: chain, Layers: 2, Snapshotter: "overlay",
+			}))
+		case 12:
+			ev = on(node, g.ev(t, ns, op, actor, events.TypeLayerApplied, events.SnapshotAggregate(chain.String()), events.LayerApplied{
+				Ref: name, ChainID: chain, Layer: d, Index: r.IntN(2), Size: int64(r.IntN(1000)), Existing: r.IntN(2) == 0,
+			}))
+		case 13:
+			ev = on(node, g.ev(t, ns, op, actor, events.TypeSnapshotRemoved, events.SnapshotAggregate(chain.String()), events.SnapshotRemoved{
+				Key: chain.String(), Snapshotter: "overlay",
+			}))
 		}
 		out = append(out, ev)
 	}
@@ -366,8 +486,22 @@ func TestReplayEqualsLive(t *testing.T) {
 			defer live.Close()
 
 			fresh := openMem(t)
+			unpackedSeen := 0 // events after which some image was unpacked somewhere
 			for _, ev := range log {
 				mustApply(t, fresh, fromLog(t, ev))
+				for _, ns := range []string{"default", "team-a"} {
+					imgs, err := fresh.Images(ns)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if slices.ContainsFunc(imgs, func(i api.Image) bool { return len(i.Unpacked) > 0 }) {
+						unpackedSeen++
+						break
+					}
+				}
+			}
+			if unpackedSeen < 10 {
+				t.Fatalf("an image was unpacked after only %d of %d events: the log hardly exercises image-unpacked", unpackedSeen, len(log))
 			}
 			a, b := dump(t, live), dump(t, fresh)
 			if !bytes.Equal(a, b) {
@@ -379,6 +513,7 @@ func TestReplayEqualsLive(t *testing.T) {
 			if n := bytes.Count(a, []byte("\n")); n < 10 {
 				t.Fatalf("suspiciously small view (%d keys):\n%s", n, a)
 			}
+
 		})
 	}
 }
