@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	_, file, _, _ := runtime.Caller(0)
 	repo := filepath.Join(filepath.Dir(file), "..", "..")
-	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/gateway", "./cmd/fetcher", "./cmd/ctl")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/gateway", "./cmd/fetcher", "./cmd/unpacker", "./cmd/ctl")
 	cmd.Dir = repo
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -94,6 +94,7 @@ func newCluster(t *testing.T, n int, fetcherArgs ...string) *cluster {
 	for i := 1; i <= n; i++ {
 		c.startFetcher(fmt.Sprintf("fetcher-%d", i), fetcherArgs...)
 	}
+	c.startUnpacker()
 	return c
 }
 
@@ -104,6 +105,10 @@ func (c *cluster) startGateway() {
 func (c *cluster) startFetcher(name string, extra ...string) {
 	args := append([]string{"--nats", c.url, "--node", "e2e", "--ack-wait", "3s", "--concurrency", "2"}, extra...)
 	c.start(name, filepath.Join(binDir, "fetcher"), args...)
+}
+
+func (c *cluster) startUnpacker() {
+	c.start("unpacker", filepath.Join(binDir, "unpacker"), "--nats", c.url, "--node", "e2e", "--ack-wait", "3s")
 }
 
 func (c *cluster) start(name, bin string, args ...string) *proc {
@@ -227,7 +232,7 @@ func (c *cluster) ctl(args ...string) result {
 
 func (c *cluster) ctlCmd(args ...string) *exec.Cmd {
 	cmd := exec.Command(filepath.Join(binDir, "ctl"), append([]string{"--nats", c.url}, args...)...)
-	cmd.Env = append(os.Environ(), "STEVEDORE_NAMESPACE=default")
+	cmd.Env = append(os.Environ(), "STEVEDORE_NAMESPACE=default", "STEVEDORE_NODE=e2e")
 	return cmd
 }
 
