@@ -27,7 +27,7 @@ import (
 	"github.com/stevedore/stevedore/pkg/snapshots"
 	"github.com/stevedore/stevedore/pkg/snapshots/native"
 	"github.com/stevedore/stevedore/pkg/snapshots/overlay"
-	"github.com/stevedore/stevedore/pkg/snapshotsvc"
+	"github.com/stevedore/stevedore/pkg/nodesvc"
 )
 
 type config struct {
@@ -163,7 +163,7 @@ func run(ctx context.Context, c config, log zerolog.Logger) error {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
-	svc, err := snapshotsvc.Start(snapshotsvc.Config{Conn: nc, Snapshotter: sn, Name: name, Publisher: pub, Node: c.node, Logger: log})
+	svc, err := nodesvc.Start(nodesvc.Config{Conn: nc, Snapshotter: sn, Name: name, Publisher: pub, Node: c.node, Logger: log})
 	if err != nil {
 		return err
 	}

@@ -195,3 +195,11 @@ type SnapshotMountsReply struct {
 type SnapshotRemoveReply struct {
 	Seq uint64 `json:"seq"`
 }
+
+// SnapshotPrepareRequest prepares an active snapshot on a committed parent
+// (a container's rootfs). The reply is a SnapshotMountsReply.
+type SnapshotPrepareRequest struct {
+	Key    string            `json:"key"`
+	Parent string            `json:"parent"`
+	Labels map[string]string `json:"labels,omitempty"`
+}

@@ -10,6 +10,7 @@ package events
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -109,9 +110,12 @@ type PublishOptions struct {
 	// within the log's duplicate window is not a second fact.
 	MsgID string
 	// ExpectLastSubjectSeq, if set, makes the append fail unless the last
-	// event on this subject has exactly this sequence (0 with
-	// ExpectNoSubject meaning "none yet").
+	// event on this subject (or, with ExpectSubject, on the subjects that
+	// filter matches) has exactly this sequence (0: none yet).
 	ExpectLastSubjectSeq *uint64
+	// ExpectSubject is the subject filter ExpectLastSubjectSeq applies to;
+	// empty means the event's own subject.
+	ExpectSubject string
 }
 
 // PublishOption sets a PublishOptions field.
@@ -124,6 +128,16 @@ func WithMsgID(id string) PublishOption { return func(o *PublishOptions) { o.Msg
 func WithExpectLastSubjectSeq(seq uint64) PublishOption {
 	return func(o *PublishOptions) { o.ExpectLastSubjectSeq = &seq }
 }
+
+// WithExpectLastSeqFor serializes the append against the last sequence of
+// every subject filter matches, e.g. all of one container's events.
+func WithExpectLastSeqFor(seq uint64, filter string) PublishOption {
+	return func(o *PublishOptions) { o.ExpectLastSubjectSeq, o.ExpectSubject = &seq, filter }
+}
+
+// ErrWrongLastSequence is returned (wrapped) by a Publisher when an append
+// guarded by an expected last sequence lost a race with another append.
+var ErrWrongLastSequence = errors.New("wrong last sequence")
 
 // Publisher appends events to the log.
 type Publisher interface {

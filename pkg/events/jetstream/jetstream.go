@@ -68,9 +68,9 @@ type Publisher struct {
 // NewPublisher returns a Publisher over js.
 func NewPublisher(js jetstream.JetStream) *Publisher { return &Publisher{js: js} }
 
-// ErrWrongLastSequence is returned (wrapped) when an append guarded by
-// events.WithExpectLastSubjectSeq lost a race.
-var ErrWrongLastSequence = errors.New("wrong last sequence for subject")
+// ErrWrongLastSequence is returned (wrapped) when an append guarded by an
+// expected last sequence lost a race; it is events.ErrWrongLastSequence.
+var ErrWrongLastSequence = events.ErrWrongLastSequence
 
 // Publish appends ev and returns its stream sequence.
 func (p *Publisher) Publish(ctx context.Context, ev *events.Envelope, opts ...events.PublishOption) (uint64, error) {
@@ -91,18 +91,43 @@ func (p *Publisher) Publish(ctx context.Context, ev *events.Envelope, opts ...ev
 	if o.MsgID != "" {
 		popts = append(popts, jetstream.WithMsgID(o.MsgID))
 	}
-	if o.ExpectLastSubjectSeq != nil {
+	switch {
+	case o.ExpectLastSubjectSeq != nil && o.ExpectSubject != "":
+		popts = append(popts, jetstream.WithExpectLastSequenceForSubject(*o.ExpectLastSubjectSeq, o.ExpectSubject))
+	case o.ExpectLastSubjectSeq != nil:
 		popts = append(popts, jetstream.WithExpectLastSequencePerSubject(*o.ExpectLastSubjectSeq))
 	}
 	ack, err := p.js.PublishMsg(ctx, msg, popts...)
 	if err != nil {
 		var apiErr *jetstream.APIError
-		if errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence {
+		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
 			return 0, fmt.Errorf("append %s: %w: %w", ev.Subject(), ErrWrongLastSequence, err)
 		}
 		return 0, fmt.Errorf("append %s: %w", ev.Subject(), err)
 	}
 	return ack.Sequence, nil
+}
+
+// LastFor returns the last event on the subjects filter matches, or nil
+// (and no error) when there is none.
+func LastFor(ctx context.Context, js jetstream.JetStream, filter string) (*events.Envelope, error) {
+	s, err := js.Stream(ctx, events.EventsStream)
+	if err != nil {
+		return nil, fmt.Errorf("events stream: %w", err)
+	}
+	raw, err := s.GetLastMsgForSubject(ctx, filter)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("last event on %s: %w", filter, err)
+	}
+	var ev events.Envelope
+	if err := json.Unmarshal(raw.Data, &ev); err != nil {
+		return nil, fmt.Errorf("decode event %d on %s: %w", raw.Sequence, raw.Subject, err)
+	}
+	ev.Seq = raw.Sequence
+	return &ev, nil
 }
 
 // Decode turns a stream message into an envelope with its sequence set.

@@ -206,3 +206,43 @@ func TestFollowFromSequence(t *testing.T) {
 		}
 	}
 }
+
+func TestSerializedAppendsAcrossAnAggregatesSubjects(t *testing.T) {
+	s := natstest.Start(t)
+	ctx := context.Background()
+	pub := sdjs.NewPublisher(s.JS)
+	filter := events.FilterSubject("default", events.KindContainer, "c1", "")
+	mk := func(typ events.Type) *events.Envelope {
+		ev, err := events.New(events.Meta{Namespace: "default"}, typ, events.ContainerAggregate("c1"), events.ContainerDeleted{ID: "c1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ev
+	}
+	last, err := sdjs.LastFor(ctx, s.JS, filter)
+	if err != nil || last != nil {
+		t.Fatalf("LastFor on an empty aggregate = %v, %v", last, err)
+	}
+	seq1, err := pub.Publish(ctx, mk(events.TypeContainerCreated), events.WithExpectLastSeqFor(0, filter))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another container's event does not count.
+	other, _ := events.New(events.Meta{Namespace: "default"}, events.TypeTaskStarted, events.ContainerAggregate("c2"), events.TaskStarted{ID: "c2"})
+	if _, err := pub.Publish(ctx, other); err != nil {
+		t.Fatal(err)
+	}
+	seq2, err := pub.Publish(ctx, mk(events.TypeTaskStarted), events.WithExpectLastSeqFor(seq1, filter))
+	if err != nil {
+		t.Fatalf("append after the container's last event: %v", err)
+	}
+	// A writer still expecting seq1 (it lost the race) is refused, even
+	// though its event has another type and so another subject.
+	if _, err := pub.Publish(ctx, mk(events.TypeTaskExited), events.WithExpectLastSeqFor(seq1, filter)); !errors.Is(err, sdjs.ErrWrongLastSequence) {
+		t.Fatalf("stale append: %v, want ErrWrongLastSequence", err)
+	}
+	last, err = sdjs.LastFor(ctx, s.JS, filter)
+	if err != nil || last == nil || last.Seq != seq2 || last.Type != events.TypeTaskStarted {
+		t.Fatalf("LastFor = %+v, %v; want task-started at %d", last, err, seq2)
+	}
+}

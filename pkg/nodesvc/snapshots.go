@@ -1,7 +1,8 @@
-// Package snapshotsvc serves a node's snapshots over NATS as a micro
-// service: list, mounts and remove. The unpacker, which owns the node's
-// snapshots, runs it; removals are recorded as snapshot-removed events.
-package snapshotsvc
+// Package nodesvc serves node-local state over NATS as micro services:
+// the node's snapshots (list, mounts, prepare, remove; run by the unpacker,
+// which owns them) and its tasks' logs (run by the executor). Snapshot
+// removals are recorded as snapshot-removed events.
+package nodesvc
 
 import (
 	"context"
@@ -56,6 +57,7 @@ func Start(cfg Config) (micro.Service, error) {
 		{"list", s.list},
 		{"mounts", s.mounts},
 		{"remove", s.remove},
+		{"prepare", s.prepare},
 	}
 	for _, ep := range eps {
 		if err := svc.AddEndpoint(ep.verb, s.wrap(ep.verb, ep.fn), micro.WithEndpointSubject(api.SnapshotsSubject(cfg.Node, ep.verb))); err != nil {
@@ -131,6 +133,25 @@ func (s *service) mounts(ctx context.Context, r micro.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	return mountsReply(ms), nil
+}
+
+func (s *service) prepare(ctx context.Context, r micro.Request) (any, error) {
+	var req api.SnapshotPrepareRequest
+	if err := decode(r.Data(), &req); err != nil {
+		return nil, err
+	}
+	if req.Key == "" || req.Parent == "" {
+		return nil, fmt.Errorf("a key and a parent are required: %w", errdefs.ErrInvalidArgument)
+	}
+	ms, err := s.cfg.Snapshotter.Prepare(ctx, req.Key, req.Parent, req.Labels)
+	if err != nil {
+		return nil, err
+	}
+	return mountsReply(ms), nil
+}
+
+func mountsReply(ms []snapshots.Mount) api.SnapshotMountsReply {
 	reply := api.SnapshotMountsReply{}
 	var lines []string
 	for _, m := range ms {
@@ -138,7 +159,7 @@ func (s *service) mounts(ctx context.Context, r micro.Request) (any, error) {
 		lines = append(lines, m.String())
 	}
 	reply.Command = strings.Join(lines, " && ")
-	return reply, nil
+	return reply
 }
 
 func (s *service) remove(ctx context.Context, r micro.Request) (any, error) {

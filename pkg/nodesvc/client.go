@@ -1,0 +1,77 @@
+package nodesvc
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+
+	"github.com/stevedore/stevedore/pkg/api"
+	"github.com/stevedore/stevedore/pkg/errdefs"
+	"github.com/stevedore/stevedore/pkg/snapshots"
+)
+
+// Client calls a node's snapshot service; the executor uses it to prepare
+// and remove container rootfs snapshots, which the unpacker owns.
+type Client struct {
+	Conn    *nats.Conn
+	Node    string
+	Actor   string
+	Timeout time.Duration
+}
+
+func (c *Client) call(ctx context.Context, verb string, req, reply any) error {
+	data, err := json.Marshal(req)
+	if err != nil {
+		return err
+	}
+	msg := nats.NewMsg(api.SnapshotsSubject(c.Node, verb))
+	msg.Data = data
+	if c.Actor != "" {
+		msg.Header.Set(ActorHeader, c.Actor)
+	}
+	timeout := c.Timeout
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	resp, err := c.Conn.RequestMsgWithContext(ctx, msg)
+	if errors.Is(err, nats.ErrNoResponders) {
+		return fmt.Errorf("no unpacker answered for node %s: %w", c.Node, errdefs.ErrUnavailable)
+	}
+	if err != nil {
+		return fmt.Errorf("snapshots %s: %w: %w", verb, errdefs.ErrUnavailable, err)
+	}
+	if code := resp.Header.Get(micro.ErrorCodeHeader); code != "" {
+		return fmt.Errorf("%s: %w", resp.Header.Get(micro.ErrorHeader), errdefs.FromCode(code))
+	}
+	if reply != nil {
+		if err := json.Unmarshal(resp.Data, reply); err != nil {
+			return fmt.Errorf("snapshots %s reply: %w", verb, err)
+		}
+	}
+	return nil
+}
+
+// Prepare prepares active snapshot key on parent and returns its mounts.
+func (c *Client) Prepare(ctx context.Context, key, parent string, labels map[string]string) ([]snapshots.Mount, error) {
+	var reply api.SnapshotMountsReply
+	if err := c.call(ctx, "prepare", api.SnapshotPrepareRequest{Key: key, Parent: parent, Labels: labels}, &reply); err != nil {
+		return nil, err
+	}
+	ms := make([]snapshots.Mount, 0, len(reply.Mounts))
+	for _, m := range reply.Mounts {
+		ms = append(ms, snapshots.Mount{Type: m.Type, Source: m.Source, Options: m.Options})
+	}
+	return ms, nil
+}
+
+// Remove removes snapshot key (recorded as snapshot-removed).
+func (c *Client) Remove(ctx context.Context, key string) error {
+	return c.call(ctx, "remove", api.SnapshotRequest{Key: key}, nil)
+}

@@ -1,0 +1,87 @@
+package nodesvc
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
+	"github.com/rs/zerolog"
+
+	"github.com/stevedore/stevedore/pkg/api"
+	"github.com/stevedore/stevedore/pkg/errdefs"
+)
+
+// LogsConfig wires the executor's task log endpoint.
+type LogsConfig struct {
+	Conn *nats.Conn
+	Node string
+	// StateRoot holds the tasks' state dirs: <StateRoot>/<id>/<stream>.log.
+	StateRoot string
+	Logger    zerolog.Logger
+}
+
+var idRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
+
+// StartLogs registers the executor's micro service with the task log
+// endpoint on api.TaskLogsSubject(node).
+func StartLogs(cfg LogsConfig) (micro.Service, error) {
+	svc, err := micro.AddService(cfg.Conn, micro.Config{
+		Name:        api.ExecutorService,
+		Version:     api.ServiceVersion,
+		Description: "Stevedore executor of node " + cfg.Node,
+		Metadata:    map[string]string{"node": cfg.Node},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("executor service: %w", err)
+	}
+	h := micro.HandlerFunc(func(req micro.Request) {
+		data, err := readLog(cfg.StateRoot, req.Data())
+		if err != nil {
+			_ = req.Error(errdefs.Code(err), err.Error(), nil)
+			return
+		}
+		_ = req.Respond(data)
+	})
+	if err := svc.AddEndpoint("logs", h, micro.WithEndpointSubject(api.TaskLogsSubject(cfg.Node))); err != nil {
+		_ = svc.Stop()
+		return nil, fmt.Errorf("executor service: %w", err)
+	}
+	return svc, nil
+}
+
+func readLog(root string, data []byte) ([]byte, error) {
+	var req api.TaskLogsRequest
+	if err := decode(data, &req); err != nil {
+		return nil, err
+	}
+	if !idRe.MatchString(req.ID) {
+		return nil, fmt.Errorf("container id %q is not valid: %w", req.ID, errdefs.ErrInvalidArgument)
+	}
+	if req.Stream != "stdout" && req.Stream != "stderr" {
+		return nil, fmt.Errorf("stream %q: want stdout or stderr: %w", req.Stream, errdefs.ErrInvalidArgument)
+	}
+	n := req.Length
+	if n <= 0 || n > api.MaxReadChunk {
+		n = api.MaxReadChunk
+	}
+	f, err := os.Open(filepath.Join(root, req.ID, req.Stream+".log"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("no logs for container %s on this node: %w", req.ID, errdefs.ErrNotFound)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	buf := make([]byte, n)
+	m, err := f.ReadAt(buf, req.Offset)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return buf[:m], nil
+}
+
