@@ -4,11 +4,15 @@
 // view (pkg/view) up to date with the events log.
 //
 // The gateway validates requests and records them as "*-requested" facts in
-// the log; workers do the work. It reads images and operations from its view
-// and content from its node's store. After appending an event it waits
-// (bounded) until its own view has applied it before replying, so a client
-// that removes an image and then lists images does not see it again.
-// Several gateways may serve at once: their endpoints share a queue group.
+// the log; workers do the work. It reads images, containers and operations
+// from its view and content from its node's store. Requests about one
+// container are appended with an expected last sequence over all of that
+// container's subjects, so they are decided against its latest state and
+// two conflicting requests cannot both be recorded. After appending an
+// event it waits (bounded) until its own view has applied it before
+// replying, so a client that removes an image and then lists images does
+// not see it again. Several gateways may serve at once: their endpoints
+// share a queue group.
 package gateway
 
 import (
@@ -194,7 +198,7 @@ func (g *Gateway) startService() (micro.Service, error) {
 	svc, err := micro.AddService(g.cfg.Conn, micro.Config{
 		Name:        api.ServiceName,
 		Version:     api.ServiceVersion,
-		Description: "Stevedore gateway: pulls, images, content and operations",
+		Description: "Stevedore gateway: pulls, images, content, containers and operations",
 		Metadata:    map[string]string{"node": g.cfg.Node},
 		QueueGroup:  QueueGroup,
 		ErrorHandler: func(_ micro.Service, e *micro.NATSError) {
@@ -217,6 +221,13 @@ func (g *Gateway) startService() (micro.Service, error) {
 		{"content-delete", api.SubjectContentDelete, g.contentDelete},
 		{"content-active", api.SubjectContentActive, g.contentActive},
 		{"ops-get", api.SubjectOperation, g.opsGet},
+		{"containers-create", api.SubjectContainersCreate, g.containersCreate},
+		{"containers-start", api.SubjectContainersStart, g.containersStart},
+		{"containers-kill", api.SubjectContainersKill, g.containersKill},
+		{"containers-delete", api.SubjectContainersDelete, g.containersDelete},
+		{"containers-label", api.SubjectContainersLabel, g.containersLabel},
+		{"containers-list", api.SubjectContainersList, g.containersList},
+		{"containers-info", api.SubjectContainersInfo, g.containersInfo},
 	}
 	for _, ep := range eps {
 		if err := svc.AddEndpoint(ep.name, g.wrap(ep.name, ep.fn), micro.WithEndpointSubject(ep.subject)); err != nil {
@@ -252,12 +263,14 @@ func (g *Gateway) wrap(name string, fn endpoint) micro.Handler {
 				g.respondError(name, req, err, time.Since(start))
 				return
 			}
-			if raw, ok := reply.(rawReply); ok {
-				err = req.Respond(raw)
-			} else {
-				err = req.RespondJSON(reply)
+			data, ok := reply.(rawReply)
+			if !ok {
+				if data, err = json.Marshal(reply); err != nil {
+					g.respondError(name, req, fmt.Errorf("encode the reply: %w: %w", err, errdefs.ErrInternal), time.Since(start))
+					return
+				}
 			}
-			if err != nil {
+			if err := g.send(req, nil, data); err != nil {
 				g.log.Warn().Err(err).Str("endpoint", name).Msg("could not send reply")
 				return
 			}
@@ -273,9 +286,23 @@ func (g *Gateway) respondError(name string, req micro.Request, err error, took t
 		lvl = zerolog.WarnLevel
 	}
 	g.log.WithLevel(lvl).Err(err).Str("endpoint", name).Str("code", code).Dur("took", took).Msg("request failed")
-	if rerr := req.Error(code, err.Error(), nil); rerr != nil {
+	hdr := nats.Header{micro.ErrorHeader: []string{err.Error()}, micro.ErrorCodeHeader: []string{code}}
+	if rerr := g.send(req, hdr, nil); rerr != nil {
 		g.log.Warn().Err(rerr).Str("endpoint", name).Msg("could not send error reply")
 	}
+}
+
+// send replies to req on the service's connection. Replies are sent from
+// the request's own goroutine, after micro's handler has returned, so they
+// must not go through req.Respond or req.Error: those record the outcome in
+// the request, which micro reads for its stats when the handler returns (a
+// data race). The reply is what req.Error would send: an error reply
+// carries micro's error headers.
+func (g *Gateway) send(req micro.Request, hdr nats.Header, data []byte) error {
+	if req.Reply() == "" {
+		return nil // a publish, not a request: nobody to answer
+	}
+	return g.cfg.Conn.PublishMsg(&nats.Msg{Subject: req.Reply(), Header: hdr, Data: data})
 }
 
 // decode reads the request body into v; an empty body is the zero request.

@@ -618,7 +618,7 @@ func TestServiceInfo(t *testing.T) {
 	if err := json.Unmarshal(msg.Data, &info); err != nil {
 		t.Fatal(err)
 	}
-	if info.Name != api.ServiceName || info.Version != api.ServiceVersion || len(info.Endpoints) != 9 {
+	if info.Name != api.ServiceName || info.Version != api.ServiceVersion || len(info.Endpoints) != 16 {
 		t.Fatalf("info = %+v", info)
 	}
 	for _, ep := range info.Endpoints {

@@ -1,5 +1,5 @@
 // Package view is the gateway's Pebble view: a projection of the events log
-// into the images, blobs and operations the API serves.
+// into the images, blobs, containers and operations the API serves.
 //
 // The view is a pure function of the log. Apply takes events in log order and
 // stores, in the same Pebble batch as each change, the stream sequence it has
@@ -15,6 +15,7 @@
 //	img/<ns>/<name>                  api.Image, JSON
 //	blob/<digest>                    Blob, JSON
 //	op/<id>                          api.Operation, JSON
+//	ctr/<ns>/<id>                    api.Container, JSON, with its runtime spec
 //	unpk/<chainID>/<ns>/<name>       unpackedAt, JSON: the nodes where the image's
 //	                                 top snapshot is chainID, so that
 //	                                 snapshot-removed can take them back
@@ -23,6 +24,12 @@
 // target. An image-updated with another target clears them (the snapshots
 // belong to the old target); snapshot-removed of the image's top snapshot on
 // a node removes that node.
+//
+// A container enters the view with container-created (task "created"),
+// follows its task through task-started ("running") and task-exited
+// ("stopped", with the exit), takes its labels from container-labels-updated
+// and leaves with container-deleted. The *-requested events start
+// operations that the executor's events end (see the OpKind constants).
 package view
 
 import (
@@ -292,6 +299,9 @@ func (v *View) project(b *pebble.Batch, ev *events.Envelope) error {
 	}
 	if ev.Version > events.SchemaVersion {
 		return fmt.Errorf("schema version %d is newer than %d: %w", ev.Version, events.SchemaVersion, errSkip)
+	}
+	if ok, err := v.projectContainer(b, ev, decode); ok {
+		return err
 	}
 	at := ev.Time.UTC()
 	switch ev.Type {

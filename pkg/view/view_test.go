@@ -373,7 +373,10 @@ func genLog(t testing.TB, n int, seed uint64) []*events.Envelope {
 		var ev *events.Envelope
 		node := []string{"node-a", "node-b", "node-c"}[r.IntN(3)]
 		chain := dgst(fmt.Sprint("chain", r.IntN(3)))
-		switch r.IntN(14) {
+		cid := []string{"c1", "c2", "c3"}[r.IntN(3)]
+		cagg := events.ContainerAggregate(cid)
+		failure := events.Failure{ID: cid, Code: "failed_precondition", Message: "no"}
+		switch r.IntN(26) {
 		case 0:
 			ev = g.ev(t, ns, op, actor, events.TypePullRequested, events.PullAggregate(op), events.PullRequested{Ref: name, Platform: "linux/arm64/v8", Unpack: true})
 		case 1:
@@ -420,6 +423,37 @@ func genLog(t testing.TB, n int, seed uint64) []*events.Envelope {
 			ev = on(node, g.ev(t, ns, op, actor, events.TypeSnapshotRemoved, events.SnapshotAggregate(chain.String()), events.SnapshotRemoved{
 				Key: chain.String(), Snapshotter: "overlay",
 			}))
+		case 14:
+			ev = g.ev(t, ns, op, actor, events.TypeContainerCreateRequested, cagg, events.ContainerCreateRequested{
+				ID: cid, Image: name, Node: node, Start: r.IntN(2) == 0, Options: events.ContainerOptions{Args: []string{"sh"}},
+			})
+		case 15, 16:
+			ev = on(node, g.ev(t, ns, op, actor, events.TypeContainerCreated, cagg, events.ContainerCreated{
+				ID: cid, Image: name, ImageDigest: d, ChainID: chain, SnapshotKey: "k-" + cid, Snapshotter: "overlay", Node: node,
+				Spec:   json.RawMessage(`{"process": {"args": ["sh", "-c", "a<b && c>d"]}, "ociVersion": "1.2.0"}`),
+				Labels: map[string]string{"z": "1", "a": "2"}, Rm: r.IntN(2) == 0,
+			}))
+		case 17:
+			ev = g.ev(t, ns, op, actor, events.TypeContainerCreateFailed, cagg, failure)
+		case 18:
+			ev = g.ev(t, ns, op, actor, events.TypeTaskStartRequested, cagg, events.TaskStartRequested{ID: cid, Node: node})
+		case 19, 20:
+			ev = g.ev(t, ns, op, actor, events.TypeTaskStarted, cagg, events.TaskStarted{ID: cid, Pid: r.IntN(1000), StartedAt: created})
+		case 21:
+			ev = g.ev(t, ns, op, actor, []events.Type{events.TypeTaskStartFailed, events.TypeContainerDeleteFailed}[r.IntN(2)], cagg, failure)
+		case 22:
+			ev = g.ev(t, ns, op, actor, events.TypeTaskKillRequested, cagg, events.TaskKillRequested{ID: cid, Node: node, Signal: "SIGKILL"})
+		case 23:
+			ev = g.ev(t, ns, op, actor, events.TypeTaskExited, cagg, events.TaskExited{
+				ID: cid, Code: r.IntN(3) * 64, Signal: "SIGKILL", OOMKilled: r.IntN(2) == 0, StartedAt: created, ExitedAt: created.Add(time.Hour),
+			})
+		case 24:
+			ev = g.ev(t, ns, op, actor, []events.Type{events.TypeContainerDeleteRequested, events.TypeContainerDeleted}[r.IntN(2)], cagg,
+				events.ContainerDeleteRequested{ID: cid, Node: node, Force: true})
+		case 25:
+			ev = g.ev(t, ns, op, actor, events.TypeContainerLabelsUpdated, cagg, events.ContainerLabelsUpdated{
+				ID: cid, Labels: map[string]string{"n": fmt.Sprint(r.IntN(5)), "m": "x"},
+			})
 		}
 		out = append(out, ev)
 	}
@@ -486,9 +520,19 @@ func TestReplayEqualsLive(t *testing.T) {
 			defer live.Close()
 
 			fresh := openMem(t)
-			unpackedSeen := 0 // events after which some image was unpacked somewhere
+			unpackedSeen := 0          // events after which some image was unpacked somewhere
+			states := map[string]int{} // task states seen after each event
 			for _, ev := range log {
 				mustApply(t, fresh, fromLog(t, ev))
+				for _, ns := range []string{"default", "team-a"} {
+					ctrs, err := fresh.Containers(ns)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, c := range ctrs {
+						states[c.Task.Status]++
+					}
+				}
 				for _, ns := range []string{"default", "team-a"} {
 					imgs, err := fresh.Images(ns)
 					if err != nil {
@@ -502,6 +546,11 @@ func TestReplayEqualsLive(t *testing.T) {
 			}
 			if unpackedSeen < 10 {
 				t.Fatalf("an image was unpacked after only %d of %d events: the log hardly exercises image-unpacked", unpackedSeen, len(log))
+			}
+			for _, st := range []string{api.TaskCreated, api.TaskRunning, api.TaskStopped} {
+				if states[st] < 10 {
+					t.Fatalf("task states seen: %v: the log hardly exercises the container lifecycle", states)
+				}
 			}
 			a, b := dump(t, live), dump(t, fresh)
 			if !bytes.Equal(a, b) {
