@@ -4,6 +4,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/deps.sh --test
+echo "== gofmt"
+unformatted=$(gofmt -l cmd internal pkg tests)
+if [ -n "$unformatted" ]; then
+	echo "gofmt would change:"
+	echo "$unformatted"
+	exit 1
+fi
 echo "== go vet"
 go vet ./...
 echo "== go test"

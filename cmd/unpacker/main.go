@@ -24,10 +24,10 @@ import (
 	"github.com/stevedore/stevedore/pkg/content/local"
 	sdjs "github.com/stevedore/stevedore/pkg/events/jetstream"
 	"github.com/stevedore/stevedore/pkg/handlers"
+	"github.com/stevedore/stevedore/pkg/nodesvc"
 	"github.com/stevedore/stevedore/pkg/snapshots"
 	"github.com/stevedore/stevedore/pkg/snapshots/native"
 	"github.com/stevedore/stevedore/pkg/snapshots/overlay"
-	"github.com/stevedore/stevedore/pkg/nodesvc"
 )
 
 type config struct {

@@ -84,4 +84,3 @@ func readLog(root string, data []byte) ([]byte, error) {
 	}
 	return buf[:m], nil
 }
-

@@ -12,7 +12,6 @@ import (
 	"os"
 	"strings"
 
-
 	"github.com/stevedore/stevedore/internal/testutil/testimage"
 )
 
