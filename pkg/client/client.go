@@ -3,11 +3,21 @@
 // operation's events in the log until the operation ends. ctl is a thin front
 // over it; tests and other programs use it too.
 //
+// Containers: the ContainerCreate, ContainerStart, ContainerKill,
+// ContainerDelete and ContainerLabel requests are recorded by the gateway and
+// carried out by the node's executor, whose events WaitContainer,
+// WaitContainerOp and WaitExit follow. Run does what `docker run` does on top
+// of them (pull if needed, stdio subscribed before the container is asked
+// for, stdin and signals forwarded, the exit code returned); Create and
+// StartAttached are its halves. Package clienttest stands in for the gateway
+// and an executor in tests.
+//
 // Errors the gateway reports keep its message and wrap the errdefs class its
 // error code names, so callers branch with errors.Is(err, errdefs.ErrNotFound).
 // A request nobody answers wraps nats.ErrNoResponders and
 // errdefs.ErrUnavailable; for the snapshot calls, which each node's unpacker
-// answers, it is a *NoUnpackerError naming the node.
+// answers, it is a *NoUnpackerError naming the node, and for TaskLogs, which
+// the executor answers, a *NoExecutorError.
 package client
 
 import (

@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 	binDir = dir
 	_, file, _, _ := runtime.Caller(0)
 	repo := filepath.Join(filepath.Dir(file), "..", "..")
-	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/gateway", "./cmd/fetcher", "./cmd/unpacker", "./cmd/ctl")
+	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/gateway", "./cmd/fetcher", "./cmd/unpacker", "./cmd/executor", "./cmd/ctl")
 	cmd.Dir = repo
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
@@ -95,7 +95,34 @@ func newCluster(t *testing.T, n int, fetcherArgs ...string) *cluster {
 		c.startFetcher(fmt.Sprintf("fetcher-%d", i), fetcherArgs...)
 	}
 	c.startUnpacker()
+	c.startExecutor()
 	return c
+}
+
+func (c *cluster) startExecutor() {
+	c.start("executor", filepath.Join(binDir, "executor"), "--nats", c.url, "--node", "e2e", "--ack-wait", "3s", "--runc-root", filepath.Join(c.root, "runc"))
+}
+
+// cleanupTasks kills and deletes every task left in the cluster's runc root
+// and unmounts whatever is still mounted under its state root, so the temp
+// dir can be removed.
+func (c *cluster) cleanupTasks() {
+	runcRoot := filepath.Join(c.root, "runc")
+	out, _ := exec.Command("runc", "--root", runcRoot, "list", "-q").Output()
+	for _, id := range strings.Fields(string(out)) {
+		_ = exec.Command("runc", "--root", runcRoot, "delete", "-f", id).Run()
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	var targets []string
+	for _, line := range strings.Split(string(mi), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasPrefix(f[4], c.root+"/") {
+			targets = append(targets, f[4])
+		}
+	}
+	for i := len(targets) - 1; i >= 0; i-- {
+		_ = syscall.Unmount(targets[i], syscall.MNT_DETACH)
+	}
 }
 
 func (c *cluster) startGateway() {
@@ -190,6 +217,7 @@ func (c *cluster) stopAll() {
 		}
 	}
 	c.procs = map[string]*proc{}
+	c.cleanupTasks()
 }
 
 func (c *cluster) dumpLogs() {

@@ -1,0 +1,225 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stevedore/stevedore/internal/testutil/registry"
+	"github.com/stevedore/stevedore/internal/testutil/testimage"
+	"github.com/stevedore/stevedore/pkg/api"
+)
+
+// busyboxCluster starts a cluster and pushes a busybox image built from
+// Debian's busybox-static; it returns the cluster and the image reference.
+func busyboxCluster(t *testing.T) (*cluster, string) {
+	t.Helper()
+	requireRoot(t)
+	if _, err := exec.LookPath("runc"); err != nil {
+		t.Fatalf("runc is required (apt-get install runc; make test installs it): %v", err)
+	}
+	if _, err := os.Stat("/bin/busybox"); err != nil {
+		t.Fatalf("/bin/busybox is required (apt-get install busybox-static; make test installs it): %v", err)
+	}
+	reg := registry.Start(t)
+	img, err := testimage.Busybox("/bin/busybox", testimage.Gzip, testimage.OCI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testimage.Push(context.Background(), reg.Host(), "e2e/busybox:1", img); err != nil {
+		t.Fatal(err)
+	}
+	return newCluster(t, 1), reg.Host() + "/e2e/busybox:1"
+}
+
+func (c *cluster) containers() []api.Container {
+	c.t.Helper()
+	var cs []api.Container
+	out := c.mustCtl("containers", "ls", "--format", "json")
+	if err := json.Unmarshal([]byte(out), &cs); err != nil {
+		c.t.Fatalf("containers ls --format json: %v\n%s", err, out)
+	}
+	return cs
+}
+
+// assertNothingLeft checks that no container, task, rootfs snapshot,
+// bundle or mount is left on the node.
+func (c *cluster) assertNothingLeft() {
+	c.t.Helper()
+	if cs := c.containers(); len(cs) != 0 {
+		c.t.Errorf("containers left: %+v", cs)
+	}
+	if ls := c.mustCtl("snapshots", "ls"); strings.Contains(ls, "active") {
+		c.t.Errorf("active snapshots left:\n%s", ls)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(c.root, "bundles", "default")); len(ents) != 0 {
+		c.t.Errorf("bundles left: %v", ents)
+	}
+	out, _ := exec.Command("runc", "--root", filepath.Join(c.root, "runc"), "list", "-q").Output()
+	if s := strings.TrimSpace(string(out)); s != "" {
+		c.t.Errorf("runc containers left: %s", s)
+	}
+	mi, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(mi), filepath.Join(c.root, "bundles")) {
+		c.t.Errorf("rootfs mounts left under %s", c.root)
+	}
+}
+
+func TestRunBusybox(t *testing.T) {
+	c, img := busyboxCluster(t)
+	host := t.TempDir()
+	if err := os.WriteFile(filepath.Join(host, "hello"), []byte("from the host\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name   string
+		flags  []string
+		cmd    []string
+		code   int
+		stdout string // exact, unless has is set
+		stderr string
+		has    []string // substrings of stdout
+	}{
+		{name: "exit code", cmd: []string{"sh", "-c", "exit 3"}, code: 3},
+		{name: "stdout and stderr apart", cmd: []string{"sh", "-c", "echo out; echo err >&2"}, stdout: "out\n", stderr: "err\n"},
+		{name: "env", flags: []string{"-e", "FOO=bar", "-e", "PATH=/bin"}, cmd: []string{"env"}, has: []string{"FOO=bar\n", "PATH=/bin\n", "HOME=/root\n"}},
+		{name: "user by name", flags: []string{"-u", "app"}, cmd: []string{"id"}, has: []string{"uid=1000(app) gid=1000(app)", "50(staff)"}},
+		{name: "user by uid:gid", flags: []string{"-u", "1000:50"}, cmd: []string{"sh", "-c", "id -u; id -g"}, stdout: "1000\n50\n"},
+		{name: "workdir created", flags: []string{"-w", "/data/work"}, cmd: []string{"pwd"}, stdout: "/data/work\n"},
+		{name: "entrypoint override", flags: []string{"--entrypoint", "echo"}, cmd: []string{"a", "b"}, stdout: "a b\n"},
+		{name: "bind mount read-only", flags: []string{"--mount", "type=bind,src=" + host + ",dst=/mnt,ro"}, cmd: []string{"sh", "-c", "cat /mnt/hello; touch /mnt/x 2>/dev/null || echo ro"}, stdout: "from the host\nro\n"},
+		{name: "read-only rootfs", flags: []string{"--read-only"}, cmd: []string{"sh", "-c", "touch /x 2>/dev/null || echo denied"}, stdout: "denied\n"},
+		{name: "hostname", flags: []string{"--hostname", "box"}, cmd: []string{"hostname"}, stdout: "box\n"},
+		{name: "no network but loopback", cmd: []string{"ls", "/sys/class/net"}, stdout: "lo\n"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append(append(append([]string{"run", "--rm"}, tc.flags...), img), tc.cmd...)
+			r := c.ctl(args...)
+			if r.code != tc.code {
+				t.Fatalf("ctl %s: exit %d, want %d\nstdout: %q\nstderr: %q", strings.Join(args, " "), r.code, tc.code, r.stdout, r.stderr)
+			}
+			if tc.has == nil && r.stdout != tc.stdout {
+				t.Errorf("stdout %q, want %q", r.stdout, tc.stdout)
+			}
+			for _, h := range tc.has {
+				if !strings.Contains(r.stdout, h) {
+					t.Errorf("stdout %q lacks %q", r.stdout, h)
+				}
+			}
+			if tc.stderr != "" && !strings.Contains(r.stderr, tc.stderr) {
+				t.Errorf("stderr %q lacks %q", r.stderr, tc.stderr)
+			}
+		})
+	}
+	c.assertNothingLeft()
+}
+
+func TestKillSignals(t *testing.T) {
+	c, img := busyboxCluster(t)
+	c.mustCtl("run", "-d", "--name", "victim", img, "sleep", "30")
+	c.mustCtl("kill", "--signal", "KILL", "victim")
+	if r := c.ctl("wait", "victim"); strings.TrimSpace(r.stdout) != "137" || r.code != 137 {
+		t.Fatalf("SIGKILLed task: wait printed %q, exit %d; want 137", r.stdout, r.code)
+	}
+	var ct api.Container
+	if err := json.Unmarshal([]byte(c.mustCtl("containers", "info", "victim")), &ct); err != nil {
+		t.Fatal(err)
+	}
+	if ct.Task.Status != api.TaskStopped || ct.Task.Signal != "SIGKILL" {
+		t.Fatalf("task after SIGKILL: %+v", ct.Task)
+	}
+	c.mustCtl("rm", "victim")
+	c.assertNothingLeft()
+}
+
+func TestRunMemoryLimitOOM(t *testing.T) {
+	c, img := busyboxCluster(t)
+	r := c.ctl("run", "--name", "hog", "--memory", "16m", img, "dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1")
+	if r.code != 137 {
+		t.Fatalf("memory hog: exit %d, want 137 (OOM kill)\n%s", r.code, r.stderr)
+	}
+	var ct api.Container
+	if err := json.Unmarshal([]byte(c.mustCtl("containers", "info", "hog")), &ct); err != nil {
+		t.Fatal(err)
+	}
+	if !ct.Task.OOMKilled || ct.Task.ExitCode == nil || *ct.Task.ExitCode != 137 {
+		t.Fatalf("task after OOM: %+v", ct.Task)
+	}
+	c.mustCtl("rm", "hog")
+	c.assertNothingLeft()
+}
+
+func TestRunErrorsLeaveNothingBehind(t *testing.T) {
+	c, img := busyboxCluster(t)
+	c.mustCtl("run", "--name", "taken", "-d", img, "sleep", "30")
+	tests := []struct {
+		name string
+		args []string
+		code int
+		msg  string
+	}{
+		{"missing image", []string{"run", "--rm", "127.0.0.1:1/nope:1", "true"}, 125, "nope"},
+		{"unknown user", []string{"run", "--rm", "-u", "ghost", img, "true"}, 125, "ghost"},
+		{"command not found", []string{"run", "--rm", img, "/bin/nosuch"}, 127, "nosuch"},
+		{"workdir is a file", []string{"run", "--rm", "-w", "/etc/passwd", img, "true"}, 125, "not a directory"},
+		{"bind source missing", []string{"run", "--rm", "--mount", "type=bind,src=/nonexistent-stevedore,dst=/mnt", img, "true"}, 125, "does not exist"},
+		{"id in use", []string{"run", "--rm", "--name", "taken", img, "true"}, 125, "in use"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := c.ctl(tc.args...)
+			if r.code != tc.code || !strings.Contains(r.stderr, tc.msg) {
+				t.Fatalf("ctl %s: exit %d stderr %q; want %d and %q", strings.Join(tc.args, " "), r.code, r.stderr, tc.code, tc.msg)
+			}
+		})
+	}
+	c.mustCtl("rm", "-f", "taken")
+	c.assertNothingLeft()
+}
+
+func TestExecutorKilledWhileTaskRuns(t *testing.T) {
+	c, img := busyboxCluster(t)
+	c.mustCtl("run", "-d", "--name", "survivor", img, "sh", "-c", "trap 'exit 42' TERM; while true; do sleep 0.1; done")
+	var before api.Container
+	if err := json.Unmarshal([]byte(c.mustCtl("containers", "info", "survivor")), &before); err != nil {
+		t.Fatal(err)
+	}
+	if before.Task.Status != api.TaskRunning || before.Task.Pid == 0 {
+		t.Fatalf("task not running: %+v", before.Task)
+	}
+	c.kill("executor", syscall.SIGKILL)
+	if err := syscall.Kill(before.Task.Pid, 0); err != nil {
+		t.Fatalf("task died with the executor: %v", err)
+	}
+	time.Sleep(200 * time.Millisecond)
+	c.startExecutor()
+
+	var ts []api.Container
+	if err := json.Unmarshal([]byte(c.mustCtl("containers", "ls", "--format", "json")), &ts); err != nil || len(ts) != 1 || ts[0].Task.Status != api.TaskRunning {
+		t.Fatalf("after the executor restart: %+v (%v)", ts, err)
+	}
+	c.mustCtl("kill", "survivor")
+	if r := c.ctl("wait", "survivor"); strings.TrimSpace(r.stdout) != "42" || r.code != 42 {
+		t.Fatalf("wait after restart: %q, exit %d; want 42", r.stdout, r.code)
+	}
+	c.mustCtl("rm", "survivor")
+
+	// An exit while the executor is down is recorded when it comes back.
+	c.mustCtl("run", "-d", "--name", "brief", img, "sh", "-c", "sleep 1; exit 5")
+	c.kill("executor", syscall.SIGKILL)
+	time.Sleep(1500 * time.Millisecond)
+	c.startExecutor()
+	if r := c.ctl("wait", "brief"); strings.TrimSpace(r.stdout) != "5" {
+		t.Fatalf("exit recorded after restart: %q, want 5", r.stdout)
+	}
+	c.mustCtl("rm", "brief")
+	c.assertNothingLeft()
+}
