@@ -177,6 +177,9 @@ func (g *Gateway) containersCreate(ctx context.Context, req micro.Request) (any,
 		return nil, err
 	}
 
+	if err := g.executorAlive(ctx, node); err != nil {
+		return nil, err
+	}
 	inUse := fmt.Errorf("container id %s is already in use: %w", id, errdefs.ErrAlreadyExists)
 	filter := containerFilter(ns, id)
 	last, err := sdjs.LastFor(ctx, g.cfg.JS, filter)

@@ -45,6 +45,14 @@ func (g *Gateway) pull(ctx context.Context, req micro.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := g.fetchersAlive(ctx); err != nil {
+		return nil, err
+	}
+	if r.Unpack {
+		if err := g.unpackerAlive(ctx, g.cfg.Node); err != nil {
+			return nil, err
+		}
+	}
 	op := nuid.Next()
 	ev, err := events.New(events.Meta{Namespace: ns, Operation: op, Actor: who, Node: g.cfg.Node},
 		events.TypePullRequested, events.PullAggregate(op),

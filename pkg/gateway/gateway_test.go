@@ -61,7 +61,42 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &harness{t: t, srv: srv, nc: srv.Conn, pub: sdjs.NewPublisher(srv.JS), store: store, fs: vfs.NewMem(), logs: &syncBuffer{}}
+	h := &harness{t: t, srv: srv, nc: srv.Conn, pub: sdjs.NewPublisher(srv.JS), store: store, fs: vfs.NewMem(), logs: &syncBuffer{}}
+	h.standInWorkers()
+	return h
+}
+
+// standInWorkers makes the gateway's liveness checks pass: a fetcher
+// consumer with a pull waiting (nothing is ever handled) and every node's
+// executor and unpacker answering their services.
+func (h *harness) standInWorkers() {
+	h.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	h.t.Cleanup(cancel)
+	cons, err := sdjs.EnsureConsumer(ctx, h.srv.JS, sdjs.ConsumerConfig{
+		Durable: "fetcher", Filters: []string{events.FilterSubject("", "nothing", "", "")},
+		OnFailure: func(context.Context, *events.Envelope, error) error { return nil },
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	it, err := cons.Messages()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.t.Cleanup(it.Stop)
+	go func() { _, _ = it.Next() }() // asks for work; none ever comes
+	for _, subj := range []string{"sd.node.*.tasks.logs", "sd.node.*.snapshots.mounts"} {
+		sub, err := h.nc.Subscribe(subj, func(m *nats.Msg) { _ = m.Respond([]byte("{}")) })
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		h.t.Cleanup(func() { _ = sub.Unsubscribe() })
+	}
+	natstest.Eventually(h.t, 5*time.Second, func() bool {
+		info, err := cons.Info(ctx)
+		return err == nil && info.NumWaiting > 0
+	}, "stand-in fetcher did not wait for work")
 }
 
 // running is a gateway started by a test.
@@ -669,5 +704,21 @@ func TestImagesUnpacked(t *testing.T) {
 	}
 	if got := list(); fmt.Sprint(got) != "[node-a]" {
 		t.Fatalf("after removing node-b's top snapshot: unpacked on %q", got)
+	}
+}
+
+// TestRequestsWithoutWorkersFailAtOnce checks that a pull or a container
+// nobody would take up is refused with what is missing, not left waiting.
+func TestRequestsWithoutWorkersFailAtOnce(t *testing.T) {
+	srv := natstest.Start(t)
+	store, err := local.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, srv: srv, nc: srv.Conn, pub: sdjs.NewPublisher(srv.JS), store: store, fs: vfs.NewMem(), logs: &syncBuffer{}}
+	h.start()
+	_, code, desc := h.call(api.SubjectPull, api.PullRequest{Ref: "registry.example/app:1"}, nil)
+	if code != "unavailable" || !strings.Contains(desc, "no fetcher") {
+		t.Fatalf("pull without fetchers: %s %q", code, desc)
 	}
 }

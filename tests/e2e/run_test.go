@@ -183,6 +183,12 @@ func TestRunErrorsLeaveNothingBehind(t *testing.T) {
 	}
 	c.mustCtl("rm", "-f", "taken")
 	c.assertNothingLeft()
+
+	// With no executor on the node, run fails at once saying so.
+	c.kill("executor", syscall.SIGTERM)
+	if r := c.ctl("run", "--rm", img, "true"); r.code != 125 || !strings.Contains(r.stderr, "no executor is running") {
+		t.Fatalf("run without an executor: exit %d, stderr %q", r.code, r.stderr)
+	}
 }
 
 func TestExecutorKilledWhileTaskRuns(t *testing.T) {
