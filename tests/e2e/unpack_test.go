@@ -310,3 +310,71 @@ func TestUnpackerKilledMidLayer(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+func TestUnpackFailuresNameLayerAndCause(t *testing.T) {
+	requireRoot(t)
+	reg := registry.Start(t)
+	c := newCluster(t, 1)
+	// A small limit on uncompressed layer size, to catch the bomb.
+	c.kill("unpacker", syscall.SIGTERM)
+	c.start("unpacker", filepath.Join(binDir, "unpacker"), "--nats", c.url, "--node", "e2e", "--ack-wait", "3s", "--max-layer-size", "4194304")
+
+	good := tarOf(t, []*tar.Header{file("ok", 0o644, 0, 0)}, map[string]string{"ok": "ok"})
+	noise := make([]byte, 4096)
+	for i := range noise {
+		noise[i] = byte(i*7 + 3)
+	}
+	bomb := tarOf(t, []*tar.Header{file("zeros", 0o644, 0, 0)}, map[string]string{"zeros": string(make([]byte, 16<<20))})
+
+	push := func(repo string, layers [][]byte, wrongDiffID bool) string {
+		var ls []*testimage.Layer
+		var diffIDs []digest.Digest
+		for _, tb := range layers {
+			l, err := testimage.FromTar(testimage.Gzip, tb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ls = append(ls, l)
+			diffIDs = append(diffIDs, l.DiffID)
+		}
+		cfg := ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: "amd64"}}
+		if wrongDiffID {
+			diffIDs[len(diffIDs)-1] = digest.FromString("something else")
+			cfg.RootFS = ocispec.RootFS{Type: "layers", DiffIDs: diffIDs}
+		}
+		img := &testimage.Image{Format: testimage.OCI, Layers: ls, Config: cfg}
+		if _, err := testimage.Push(context.Background(), reg.Host(), repo, img); err != nil {
+			t.Fatal(err)
+		}
+		return reg.Host() + "/" + repo
+	}
+	tests := []struct {
+		name  string
+		ref   string
+		cause string
+	}{
+		{"not a tar", push("e2e/notar:1", [][]byte{good, noise}, false), "not a tar"},
+		{"truncated", push("e2e/trunc:1", [][]byte{good, bomb[:9000]}, false), "truncated"},
+		{"diff_id mismatch", push("e2e/diffid:1", [][]byte{good, good}, true), "diff"},
+		{"decompression bomb", push("e2e/bomb:1", [][]byte{good, bomb}, false), "limit"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := c.ctl("pull", "-q", tc.ref)
+			if r.code == 0 {
+				t.Fatalf("pull of %s succeeded", tc.ref)
+			}
+			if !strings.Contains(r.stderr, "layer 2") || !strings.Contains(strings.ToLower(r.stderr), tc.cause) {
+				t.Fatalf("pull of %s: stderr %q; want it to name layer 2 and %q", tc.ref, r.stderr, tc.cause)
+			}
+		})
+	}
+	// No committed snapshot holds partial content: only the good layer's.
+	ls := c.mustCtl("snapshots", "ls", "-q")
+	if n := len(strings.Fields(ls)); n != 1 {
+		t.Fatalf("snapshots after failed unpacks: %q; want only the good base layer", ls)
+	}
+	if ents, _ := os.ReadDir(filepath.Join(c.root, "snapshots", "overlay", "tmp")); len(ents) != 0 {
+		t.Fatalf("half-applied snapshot dirs left: %d", len(ents))
+	}
+}
