@@ -15,9 +15,11 @@ import (
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 
+	"github.com/stevedore/stevedore/internal/testutil/natstest"
 	"github.com/stevedore/stevedore/internal/testutil/registry"
 	"github.com/stevedore/stevedore/internal/testutil/testimage"
 	"github.com/stevedore/stevedore/pkg/api"
+	sdjs "github.com/stevedore/stevedore/pkg/events/jetstream"
 )
 
 // pushImage builds an image of the given random layer sizes (plus a small
@@ -305,5 +307,30 @@ func TestContentCommands(t *testing.T) {
 	}
 	if r := c.ctl("content", "info", layer.Digest.String()); r.code == 0 || !strings.Contains(r.stderr, "not found") {
 		t.Fatalf("content info of a removed blob: exit %d %q", r.code, r.stderr)
+	}
+}
+
+func TestExternalNATS(t *testing.T) {
+	srv := natstest.Start(t)
+	reg := registry.Start(t)
+	ref, _ := pushImage(t, reg, "e2e/ext:1", 600, testimage.Gzip, 64<<10)
+	c := &cluster{t: t, root: t.TempDir(), procs: map[string]*proc{}, url: srv.URL()}
+	t.Cleanup(c.stopAll)
+	t.Cleanup(func() {
+		if t.Failed() {
+			c.dumpLogs()
+		}
+	})
+	c.start("gateway", filepath.Join(binDir, "gateway"), "--nats", srv.URL(), "--node", "e2e")
+	c.startFetcher("fetcher-1")
+	c.startUnpacker()
+	c.mustCtl("pull", "-q", ref)
+	// The log is on the external server.
+	last, err := sdjs.LastSeq(context.Background(), srv.JS)
+	if err != nil || last < 5 {
+		t.Fatalf("external server's log: last seq %d, %v", last, err)
+	}
+	if _, err := os.Stat(filepath.Join(c.root, "nats")); err == nil {
+		t.Error("the gateway started an embedded server despite --nats")
 	}
 }
