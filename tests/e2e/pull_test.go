@@ -196,7 +196,7 @@ func TestFetcherKilledMidDownloadResumes(t *testing.T) {
 	c := newCluster(t, 2)
 
 	pull := c.ctlCmd("pull", "-q", ref)
-	var out strings.Builder
+	var out syncBuffer
 	pull.Stdout, pull.Stderr = &out, &out
 	if err := pull.Start(); err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -137,6 +138,21 @@ func TestKillSignals(t *testing.T) {
 		t.Fatalf("task after SIGKILL: %+v", ct.Task)
 	}
 	c.mustCtl("rm", "victim")
+
+	// Ctrl-C on an attached run goes to the task, whose trap decides the exit.
+	run := c.ctlCmd("run", "--rm", "--name", "attached", img, "sh", "-c", "trap 'echo caught; exit 9' INT; echo ready; while true; do sleep 0.1; done")
+	var out syncBuffer
+	run.Stdout = &out
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 30*time.Second, func() bool { return strings.Contains(out.String(), "ready") }, "the attached task to start")
+	_ = run.Process.Signal(syscall.SIGINT)
+	err := run.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 9 || !strings.Contains(out.String(), "caught") {
+		t.Fatalf("Ctrl-C on ctl run: %v, output %q; want the task's trap to exit 9", err, out.String())
+	}
 	c.assertNothingLeft()
 }
 

@@ -272,7 +272,7 @@ func TestUnpackerKilledMidLayer(t *testing.T) {
 	c := newCluster(t, 1)
 
 	pull := c.ctlCmd("pull", "-q", ref)
-	var out strings.Builder
+	var out syncBuffer
 	pull.Stdout, pull.Stderr = &out, &out
 	if err := pull.Start(); err != nil {
 		t.Fatal(err)
