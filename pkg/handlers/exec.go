@@ -344,8 +344,15 @@ func (e *Executor) prepare(ctx context.Context, ns string, p events.ContainerCre
 	chain := snapshots.ChainID(diffIDs)
 	top := chain[len(chain)-1]
 	// A leftover from an interrupted create of the same id goes first.
-	e.cleanup(ctx, ns, p.ID)
-	mounts, err := e.Snapshots.Prepare(ctx, p.ID, top.String(), map[string]string{"stevedore.io/container": ns + "/" + p.ID})
+	if _, err := os.Stat(e.bundle(ns, p.ID)); err == nil {
+		e.cleanup(ctx, ns, p.ID)
+	}
+	labels := map[string]string{"stevedore.io/container": ns + "/" + p.ID}
+	mounts, err := e.Snapshots.Prepare(ctx, p.ID, top.String(), labels)
+	if errors.Is(err, errdefs.ErrAlreadyExists) {
+		e.cleanup(ctx, ns, p.ID)
+		mounts, err = e.Snapshots.Prepare(ctx, p.ID, top.String(), labels)
+	}
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return events.ContainerCreated{}, fmt.Errorf("image %s is not unpacked on node %s: pull it here first: %w", p.Image, e.Node, errdefs.ErrFailedPrecondition)
 	}

@@ -135,7 +135,7 @@ func (r *Runtime) Start(ctx context.Context, opts runtime.CreateOpts) (int, erro
 	if err := r.validate(&opts); err != nil {
 		return 0, err
 	}
-	if _, err := r.runc.State(ctx, opts.ID); err == nil {
+	if r.runcKnows(opts.ID) {
 		return 0, fmt.Errorf("start task %s: a container with this id exists: %w", opts.ID, errdefs.ErrAlreadyExists)
 	}
 	dir, err := r.makeStateDir(opts)
@@ -148,6 +148,14 @@ func (r *Runtime) Start(ctx context.Context, opts runtime.CreateOpts) (int, erro
 		return 0, err
 	}
 	return pid, nil
+}
+
+// runcKnows reports whether runc has state for container id, by looking for
+// its state file in runc's root instead of running runc (which costs a
+// process start on the hot path of every task start).
+func (r *Runtime) runcKnows(id string) bool {
+	_, err := os.Stat(filepath.Join(r.runc.Root, id, "state.json"))
+	return err == nil
 }
 
 func (r *Runtime) validate(opts *runtime.CreateOpts) error {
@@ -539,6 +547,10 @@ func (r *Runtime) State(ctx context.Context, id string) (runtime.State, error) {
 	if derr != nil && !errors.Is(derr, errdefs.ErrNotFound) {
 		return runtime.State{}, derr
 	}
+	if derr != nil && !r.runcKnows(id) {
+		// Neither we nor runc know it: no need to ask runc.
+		return runtime.State{}, derr
+	}
 	c, err := r.runc.State(ctx, id)
 	if err != nil {
 		if err = runcError("state", id, err); !errors.Is(err, errdefs.ErrNotFound) {
@@ -646,6 +658,9 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 		return derr
 	}
 	if derr != nil {
+		if !r.runcKnows(id) {
+			return fmt.Errorf("delete task %s: %w", id, errdefs.ErrNotFound)
+		}
 		// runc delete --force succeeds for a container that does not exist.
 		if _, err := r.runc.State(ctx, id); err != nil {
 			if err = runcError("state", id, err); errors.Is(err, errdefs.ErrNotFound) {
