@@ -14,3 +14,5 @@ echo "== $BIN/ctl pull $REF"
 "$BIN/ctl" pull "$REF"
 echo "== $BIN/ctl images"
 "$BIN/ctl" images
+echo "== $BIN/ctl run --rm $REF echo hello from a Stevedore container"
+"$BIN/ctl" run --rm "$REF" sh -c 'echo "hello from a Stevedore container: $(uname -s) $(hostname), uid $(id -u)"'
