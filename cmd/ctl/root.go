@@ -14,6 +14,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/stevedore/stevedore/internal/daemon"
+	"github.com/stevedore/stevedore/pkg/api"
 	"github.com/stevedore/stevedore/pkg/client"
 )
 
@@ -169,9 +170,9 @@ be run, 127 when its command was not found.`,
 	pf.StringVar(&a.node, "node", envOr(envNode, daemon.Hostname()), "node for snapshots and the images UNPACKED column, and, when given, the node run and create use (env "+envNode+"; default: host name, dots as dashes)")
 	pf.DurationVar(&a.timeout, "timeout", client.DefaultTimeout, "how long to wait for the gateway to answer a request")
 
-	root.AddCommand(a.pullCmd(), a.imagesCmd(), a.runCmd(), a.createCmd(), a.startCmd(),
-		a.containersCmd(), a.tasksCmd(), a.psCmd(), a.killCmd(), a.waitCmd(), a.logsCmd(), a.rmCmd(),
-		a.snapshotsCmd(), a.contentCmd(), a.opsCmd())
+	root.AddCommand(a.pullCmd(), a.withAt(a.imagesCmd(), api.ViewAtImages), a.runCmd(), a.createCmd(), a.startCmd(),
+		a.containersCmd(), a.tasksCmd(), a.withAt(a.psCmd(), api.ViewAtContainers), a.killCmd(), a.waitCmd(), a.logsCmd(), a.rmCmd(),
+		a.snapshotsCmd(), a.contentCmd(), a.opsCmd(), a.eventsCmd(), a.historyCmd())
 	return root
 }
 

@@ -22,6 +22,7 @@ import (
 	"github.com/stevedore/stevedore/pkg/events"
 	sdjs "github.com/stevedore/stevedore/pkg/events/jetstream"
 	"github.com/stevedore/stevedore/pkg/handlers"
+	"github.com/stevedore/stevedore/pkg/metrics"
 	"github.com/stevedore/stevedore/pkg/nodesvc"
 	"github.com/stevedore/stevedore/pkg/runtime/runc"
 )
@@ -37,6 +38,7 @@ type config struct {
 	runcRoot    string
 	ackWait     time.Duration
 	maxAttempts int
+	metrics     string
 }
 
 func main() {
@@ -53,6 +55,7 @@ func main() {
 	fs.StringVar(&c.logLevel, "log-level", daemon.Env("STEVEDORE_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&c.readyFile, "ready-file", "", "file written with the pid once the executor consumes work")
+	fs.StringVar(&c.metrics, "metrics", "", "address to serve Prometheus metrics on at /metrics, e.g. 127.0.0.1:9453; empty for none")
 	fs.StringVar(&c.runcBin, "runc", daemon.Env("STEVEDORE_RUNC", "runc"), "runc binary")
 	fs.StringVar(&c.runcRoot, "runc-root", "", "runc's state root (default /run/stevedore/runc)")
 	fs.DurationVar(&c.ackWait, "ack-wait", 15*time.Second, "how long work held by a dead executor waits before it is redelivered")
@@ -79,6 +82,11 @@ func main() {
 
 func run(ctx context.Context, c config, log zerolog.Logger) error {
 	log = log.With().Str("node", c.node).Int("pid", os.Getpid()).Logger()
+	_, stopMetrics, err := metrics.Serve(c.metrics, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	stateRoot := filepath.Join(c.root, "tasks")
 	if err := os.MkdirAll(stateRoot, 0o711); err != nil {
 		return fmt.Errorf("task state root: %w", err)

@@ -10,17 +10,24 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"github.com/rs/zerolog"
 
 	"github.com/stevedore/stevedore/internal/daemon"
+	"github.com/stevedore/stevedore/pkg/api"
 	"github.com/stevedore/stevedore/pkg/content/local"
 	sdjs "github.com/stevedore/stevedore/pkg/events/jetstream"
 	"github.com/stevedore/stevedore/pkg/handlers"
+	"github.com/stevedore/stevedore/pkg/metrics"
 	"github.com/stevedore/stevedore/pkg/remotes"
 )
+
+// fetcherService names the fetchers' micro service.
+const fetcherService = "stevedore-fetcher"
 
 type config struct {
 	root        string
@@ -36,6 +43,7 @@ type config struct {
 	maxConfig   int64
 	maxDepth    int
 	maxConns    int
+	metrics     string
 }
 
 func main() {
@@ -47,6 +55,7 @@ func main() {
 	fs.StringVar(&c.logLevel, "log-level", daemon.Env("STEVEDORE_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&c.readyFile, "ready-file", "", "file written with the pid once the fetcher consumes work")
+	fs.StringVar(&c.metrics, "metrics", "", "address to serve Prometheus metrics on at /metrics, e.g. 127.0.0.1:9451; empty for none")
 	fs.IntVar(&c.concurrency, "concurrency", 4, "blobs this process fetches at once")
 	fs.DurationVar(&c.ackWait, "ack-wait", 15*time.Second, "how long work held by a dead fetcher waits before another takes it")
 	fs.IntVar(&c.maxAttempts, "max-attempts", 5, "deliveries of one unit of work before the pull fails")
@@ -76,6 +85,11 @@ func main() {
 
 func run(ctx context.Context, c config, log zerolog.Logger) error {
 	log = log.With().Str("node", c.node).Int("pid", os.Getpid()).Logger()
+	_, stopMetrics, err := metrics.Serve(c.metrics, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	store, err := local.New(filepath.Join(c.root, "content"))
 	if err != nil {
 		return err
@@ -123,6 +137,18 @@ func run(ctx context.Context, c config, log zerolog.Logger) error {
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+	// A micro service with no endpoints: nats micro ls/info/stats list each
+	// fetcher with its node.
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        fetcherService,
+		Version:     api.ServiceVersion,
+		Description: "Stevedore fetcher of node " + c.node,
+		Metadata:    map[string]string{"node": c.node, "pid": strconv.Itoa(os.Getpid())},
+	})
+	if err != nil {
+		return fmt.Errorf("fetcher service: %w", err)
+	}
+	defer func() { _ = svc.Stop() }()
 	removeReady, err := daemon.ReadyFile(c.readyFile)
 	if err != nil {
 		return err

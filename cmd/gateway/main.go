@@ -21,21 +21,26 @@ import (
 	sdjs "github.com/stevedore/stevedore/pkg/events/jetstream"
 	"github.com/stevedore/stevedore/pkg/gateway"
 	"github.com/stevedore/stevedore/pkg/images"
+	"github.com/stevedore/stevedore/pkg/metrics"
 	"github.com/stevedore/stevedore/pkg/natsserver"
 	"github.com/stevedore/stevedore/pkg/view"
 )
 
 type config struct {
-	root      string
-	natsURL   string
-	listen    string
-	node      string
-	logLevel  string
-	logFormat string
-	readyFile string
-	maxAge    time.Duration
-	maxBytes  int64
-	platform  string
+	root       string
+	natsURL    string
+	listen     string
+	node       string
+	logLevel   string
+	logFormat  string
+	readyFile  string
+	maxAge     time.Duration
+	maxBytes   int64
+	platform   string
+	metrics    string
+	metricsSet bool // --metrics was given
+	rebuild    bool
+	partial    bool
 }
 
 func main() {
@@ -51,11 +56,16 @@ func main() {
 	fs.DurationVar(&c.maxAge, "log-max-age", 0, "age after which events leave the log; 0 keeps them forever")
 	fs.Int64Var(&c.maxBytes, "log-max-bytes", 0, "size cap of the event log in bytes; 0 for none")
 	fs.StringVar(&c.platform, "platform", "", "default platform for pulls (os/arch[/variant]); empty for this host's")
+	fs.StringVar(&c.metrics, "metrics", daemon.Env("STEVEDORE_GATEWAY_METRICS", "127.0.0.1:9450"), "address to serve Prometheus metrics on at /metrics; empty for none (env STEVEDORE_GATEWAY_METRICS)")
+	fs.BoolVar(&c.rebuild, "rebuild-view", false, "rebuild the view from the whole event log into a fresh directory, swap it in, then serve")
+	fs.BoolVar(&c.partial, "allow-partial-rebuild", false, "with --rebuild-view, rebuild even if old events have aged out of the log (the view then lacks their facts; see docs/log-retention.md)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: gateway [flags]\n\nRuns Stevedore's gateway: the API ctl talks to, the event log and the view.\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	_ = fs.Parse(os.Args[1:])
+	_, c.metricsSet = os.LookupEnv("STEVEDORE_GATEWAY_METRICS")
+	fs.Visit(func(f *flag.Flag) { c.metricsSet = c.metricsSet || f.Name == "metrics" })
 
 	log, err := daemon.Logger(os.Stderr, "gateway", c.logLevel, c.logFormat)
 	if err != nil {
@@ -80,6 +90,18 @@ func run(ctx context.Context, c config, log zerolog.Logger) error {
 		platform = images.DefaultPlatform().String()
 	} else if _, err := images.ParsePlatform(platform); err != nil {
 		return err
+	}
+
+	_, stopMetrics, err := metrics.Serve(c.metrics, log)
+	switch {
+	case err != nil && c.metricsSet:
+		return err
+	case err != nil:
+		// The default address is taken (another gateway on this
+		// machine?): serve without metrics rather than not at all.
+		log.Warn().Err(err).Msg("not serving metrics; pass --metrics ADDR to choose another address")
+	default:
+		defer stopMetrics()
 	}
 
 	url := c.natsURL
@@ -111,7 +133,19 @@ func run(ctx context.Context, c config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
-	v, err := view.Open(filepath.Join(c.root, "view"))
+	viewDir := filepath.Join(c.root, "view")
+	fresh := viewDir + ".rebuild"
+	if err := os.RemoveAll(fresh); err != nil { // left by an interrupted rebuild
+		return fmt.Errorf("remove %s: %w", fresh, err)
+	}
+	if c.rebuild {
+		if err := rebuildView(ctx, js, viewDir, fresh, c.partial, log); err != nil {
+			return err
+		}
+	} else if c.partial {
+		return errors.New("--allow-partial-rebuild is for --rebuild-view")
+	}
+	v, err := view.Open(viewDir, view.WithLogger(log))
 	if err != nil {
 		return err
 	}
@@ -144,4 +178,27 @@ func run(ctx context.Context, c config, log zerolog.Logger) error {
 		return nil
 	}
 	return err
+}
+
+// rebuildView builds a view from the whole log in fresh, aside from the
+// view in use, and swaps it in once it is complete. An interrupted rebuild
+// leaves the old view in place.
+func rebuildView(ctx context.Context, js jetstream.JetStream, viewDir, fresh string, partial bool, log zerolog.Logger) error {
+	v, err := view.Open(fresh, view.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	seq, err := gateway.Rebuild(ctx, gateway.RebuildConfig{JS: js, View: v, AllowPartial: partial, Logger: log})
+	if cerr := v.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.RemoveAll(fresh)
+		return err
+	}
+	if err := view.Replace(viewDir, fresh); err != nil {
+		return err
+	}
+	log.Info().Uint64("applied", seq).Str("view", viewDir).Msg("rebuilt view swapped in")
+	return nil
 }

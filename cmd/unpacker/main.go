@@ -24,6 +24,7 @@ import (
 	"github.com/stevedore/stevedore/pkg/content/local"
 	sdjs "github.com/stevedore/stevedore/pkg/events/jetstream"
 	"github.com/stevedore/stevedore/pkg/handlers"
+	"github.com/stevedore/stevedore/pkg/metrics"
 	"github.com/stevedore/stevedore/pkg/nodesvc"
 	"github.com/stevedore/stevedore/pkg/snapshots"
 	"github.com/stevedore/stevedore/pkg/snapshots/native"
@@ -42,6 +43,7 @@ type config struct {
 	maxLayer    int64
 	ackWait     time.Duration
 	maxAttempts int
+	metrics     string
 }
 
 func main() {
@@ -53,6 +55,7 @@ func main() {
 	fs.StringVar(&c.logLevel, "log-level", daemon.Env("STEVEDORE_LOG_LEVEL", "info"), "log level: debug, info, warn, error")
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&c.readyFile, "ready-file", "", "file written with the pid once the unpacker consumes work")
+	fs.StringVar(&c.metrics, "metrics", "", "address to serve Prometheus metrics on at /metrics, e.g. 127.0.0.1:9452; empty for none")
 	fs.StringVar(&c.snapshotter, "snapshotter", daemon.Env("STEVEDORE_SNAPSHOTTER", "auto"), "overlay, native, or auto (overlay where it works)")
 	fs.IntVar(&c.parallel, "parallel", runtime.NumCPU(), "layers applied at once")
 	fs.Int64Var(&c.maxLayer, "max-layer-size", 64<<30, "largest uncompressed layer accepted, in bytes (bounds decompression bombs)")
@@ -119,6 +122,11 @@ func (a applier) ApplyLayer(ctx context.Context, dir string, r io.Reader, diffID
 
 func run(ctx context.Context, c config, log zerolog.Logger) error {
 	log = log.With().Str("node", c.node).Int("pid", os.Getpid()).Logger()
+	_, stopMetrics, err := metrics.Serve(c.metrics, log)
+	if err != nil {
+		return err
+	}
+	defer stopMetrics()
 	store, err := local.New(filepath.Join(c.root, "content"))
 	if err != nil {
 		return err

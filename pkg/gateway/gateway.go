@@ -36,6 +36,7 @@ import (
 	"github.com/stevedore/stevedore/pkg/events"
 	sdjs "github.com/stevedore/stevedore/pkg/events/jetstream"
 	"github.com/stevedore/stevedore/pkg/images"
+	"github.com/stevedore/stevedore/pkg/metrics"
 	"github.com/stevedore/stevedore/pkg/view"
 )
 
@@ -88,6 +89,9 @@ type Config struct {
 	DefaultPlatform string
 	// Logger receives structured logs. Request bodies are never logged.
 	Logger zerolog.Logger
+	// BatchSize is the most events the projection applies in one view
+	// commit (default sdjs.DefaultBatchSize).
+	BatchSize int
 }
 
 // Gateway serves the API and runs the projection. Make one with New and
@@ -161,6 +165,13 @@ func (g *Gateway) Run(ctx context.Context) error {
 		<-projDone
 		return err
 	}
+	digestSub, err := g.startDigest()
+	if err != nil {
+		_ = svc.Stop()
+		stopProj()
+		<-projDone
+		return err
+	}
 	g.log.Info().Str("service", api.ServiceName).Str("version", api.ServiceVersion).
 		Uint64("applied", g.cfg.View.AppliedSeq()).Msg("gateway serving")
 
@@ -174,6 +185,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 	if err := svc.Stop(); err != nil {
 		g.log.Warn().Err(err).Msg("stopping the API service")
 	}
+	_ = digestSub.Unsubscribe()
 	g.mu.Lock()
 	g.stopping = true
 	g.mu.Unlock()
@@ -221,6 +233,7 @@ func (g *Gateway) startService() (micro.Service, error) {
 		{"content-delete", api.SubjectContentDelete, g.contentDelete},
 		{"content-active", api.SubjectContentActive, g.contentActive},
 		{"ops-get", api.SubjectOperation, g.opsGet},
+		{"view-at", api.SubjectViewAt, g.viewAt},
 		{"containers-create", api.SubjectContainersCreate, g.containersCreate},
 		{"containers-start", api.SubjectContainersStart, g.containersStart},
 		{"containers-kill", api.SubjectContainersKill, g.containersKill},
@@ -352,6 +365,9 @@ func (g *Gateway) append(ctx context.Context, ev *events.Envelope, msgID string)
 	if err != nil {
 		return 0, fmt.Errorf("could not record the request in the event log (%w); retry: %w", err, errdefs.ErrUnavailable)
 	}
+	if ev.Type == events.TypePullRequested {
+		metrics.PullsRequested.Inc()
+	}
 	g.log.Info().Str("type", string(ev.Type)).Str("ns", ev.Namespace).Str("op", ev.Operation).
 		Str("actor", ev.Actor).Uint64("seq", seq).Msg("event appended")
 	g.awaitView(ctx, seq)
@@ -392,15 +408,21 @@ func (e errApply) Unwrap() error { return e.err }
 
 // project follows the log from the view's watermark and applies every
 // event, until ctx ends (nil) or the view fails to apply one (the error).
-// Errors reading the log are retried with backoff, resuming from the
-// watermark.
+// Events are applied in batches: many per view commit while catching up,
+// each one at once at the head of the log (see sdjs.FollowBatches). Errors
+// reading the log are retried with backoff, resuming from the watermark.
 func (g *Gateway) project(ctx context.Context) error {
+	metrics.ProjectionApplied.Set(float64(g.cfg.View.AppliedSeq()))
+	g.checkTrimmed(ctx)
 	delay := followRetryBase
 	for {
 		from := g.cfg.View.AppliedSeq() + 1
 		g.log.Debug().Uint64("from", from).Msg("following the events log")
-		err := sdjs.Follow(ctx, g.cfg.JS, sdjs.FollowConfig{StartSeq: from, Undecodable: g.skipUnreadable}, func(ev *events.Envelope) error {
-			if err := g.cfg.View.Apply(ev); err != nil {
+		err := sdjs.FollowBatches(ctx, g.cfg.JS, sdjs.FollowConfig{
+			StartSeq: from, Undecodable: g.skipUnreadable, BatchSize: g.cfg.BatchSize,
+			Name: "gateway-view", Logger: g.log,
+		}, func(batch []*events.Envelope, pending uint64) error {
+			if err := applyBatch(g.cfg.View, batch, pending); err != nil {
 				return errApply{err}
 			}
 			return nil
@@ -425,14 +447,45 @@ func (g *Gateway) project(ctx context.Context) error {
 	}
 }
 
-// skipUnreadable advances the view past a message in the log that is not
-// an event, so one foreign message cannot stall the projection. A replay
-// from zero skips it the same way.
-func (g *Gateway) skipUnreadable(seq uint64, subject string, cause error) error {
-	g.log.Error().Err(cause).Uint64("seq", seq).Str("subject", subject).Msg("event log holds a message that is not an event; skipping it")
-	// An envelope with no type only advances the watermark.
-	if err := g.cfg.View.Apply(&events.Envelope{Seq: seq}); err != nil {
-		return errApply{err}
+// applyBatch applies one batch to v and records it in the metrics.
+func applyBatch(v *view.View, batch []*events.Envelope, pending uint64) error {
+	start := time.Now()
+	if err := v.ApplyBatch(batch); err != nil {
+		return err
 	}
+	metrics.ProjectionCommit.Observe(time.Since(start).Seconds())
+	metrics.ProjectionBatch.Observe(float64(len(batch)))
+	metrics.ProjectionEvents.Add(float64(len(batch)))
+	metrics.ProjectionApplied.Set(float64(v.AppliedSeq()))
+	metrics.ProjectionLag.Set(float64(pending))
+	return nil
+}
+
+// checkTrimmed warns when events the view has not applied have aged out
+// of the log: the view then lacks their facts (docs/log-retention.md).
+func (g *Gateway) checkTrimmed(ctx context.Context) {
+	sctx, cancel := context.WithTimeout(ctx, ReadYourWritesTimeout)
+	defer cancel()
+	st, err := sdjs.StreamState(sctx, g.cfg.JS)
+	if err != nil {
+		return
+	}
+	if applied := g.cfg.View.AppliedSeq(); st.FirstSeq > applied+1 {
+		g.log.Error().Uint64("applied", applied).Uint64("first", st.FirstSeq).
+			Msgf("events %d to %d aged out of the log before this view applied them; the view lacks their facts", applied+1, st.FirstSeq-1)
+	}
+}
+
+// skipUnreadable lets the projection advance past a message in the log
+// that is not an event, or an event from a newer schema than this gateway
+// reads, so that one such message cannot stall it: FollowBatches delivers
+// it as a bare sequence, which only advances the view's watermark. A
+// replay from zero skips it the same way.
+func (g *Gateway) skipUnreadable(seq uint64, subject string, cause error) error {
+	if errors.Is(cause, events.ErrNewerVersion) {
+		g.log.Warn().Err(cause).Uint64("seq", seq).Str("subject", subject).Msg("event from a newer schema; the view skips it")
+		return nil
+	}
+	g.log.Error().Err(cause).Uint64("seq", seq).Str("subject", subject).Msg("event log holds a message that is not an event; skipping it")
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/stevedore/stevedore/pkg/errdefs"
 	"github.com/stevedore/stevedore/pkg/events"
 	"github.com/stevedore/stevedore/pkg/images"
+	"github.com/stevedore/stevedore/pkg/metrics"
 )
 
 // imageWalk is what a complete walk of an image found.
@@ -136,6 +137,7 @@ func (f *Fetcher) complete(ctx context.Context, ev *events.Envelope, ref string,
 	if err := f.publish(ctx, done, "completed/"+ev.Operation); err != nil {
 		return false, err
 	}
+	metrics.PullsCompleted.Inc()
 	f.Log.Info().Str("ref", ref).Str("op", ev.Operation).Int64("size", w.size).Int("blobs", w.blobs).Msg("pull complete")
 	return true, nil
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/stevedore/stevedore/pkg/errdefs"
 	"github.com/stevedore/stevedore/pkg/events"
 	"github.com/stevedore/stevedore/pkg/images"
+	"github.com/stevedore/stevedore/pkg/metrics"
 	"github.com/stevedore/stevedore/pkg/oci"
 	"github.com/stevedore/stevedore/pkg/runtime"
 	"github.com/stevedore/stevedore/pkg/snapshots"
@@ -457,6 +458,7 @@ func (e *Executor) start(ctx context.Context, ev *events.Envelope, id string, st
 	if err := e.record(ctx, ev, id, events.TypeTaskStarted, events.TaskStarted{ID: id, Pid: pid, StartedAt: startedAt}, "task-started/"+ev.ID); err != nil {
 		return err
 	}
+	metrics.TasksStarted.Inc()
 	e.Log.Info().Str("id", id).Int("pid", pid).Msg("task started")
 	e.watch(ev, id, rm)
 	return nil
@@ -534,6 +536,7 @@ func (e *Executor) recordExit(ctx context.Context, cause *events.Envelope, id st
 	}, msgID); err != nil {
 		return err
 	}
+	metrics.TasksExited.WithLabelValues(metrics.ExitClass(exit.Code, exit.Signal, exit.OOMKilled)).Inc()
 	e.Log.Info().Str("id", id).Int("code", exit.Code).Bool("oom", exit.OOMKilled).Msg("task exited")
 	return nil
 }

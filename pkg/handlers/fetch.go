@@ -17,6 +17,7 @@ import (
 	"github.com/stevedore/stevedore/pkg/errdefs"
 	"github.com/stevedore/stevedore/pkg/events"
 	"github.com/stevedore/stevedore/pkg/images"
+	"github.com/stevedore/stevedore/pkg/metrics"
 )
 
 // Remote is the registry as the fetcher needs it.
@@ -132,7 +133,9 @@ func (f *Fetcher) OnFailure(ctx context.Context, ev *events.Envelope, cause erro
 	if err != nil {
 		return err
 	}
-	_, err = f.Pub.Publish(ctx, out, events.WithMsgID("failed/"+ev.Operation))
+	if _, err = f.Pub.Publish(ctx, out, events.WithMsgID("failed/"+ev.Operation)); err == nil && out.Type == events.TypePullFailed {
+		metrics.PullsFailed.Inc()
+	}
 	return err
 }
 
@@ -235,6 +238,8 @@ func (f *Fetcher) fetch(ctx context.Context, ev *events.Envelope, p events.Descr
 	if err := f.publish(ctx, out, "committed/"+ev.Operation+"/"+desc.Digest.String()); err != nil {
 		return err
 	}
+	metrics.BlobsCommitted.WithLabelValues(metrics.Bool(existing)).Inc()
+	metrics.BytesFetched.Add(float64(fetched))
 
 	if p.Role == events.RoleIndex || p.Role == events.RoleManifest {
 		platform, err := images.ParsePlatform(p.Platform)

@@ -17,6 +17,7 @@ import (
 	"github.com/stevedore/stevedore/pkg/errdefs"
 	"github.com/stevedore/stevedore/pkg/events"
 	"github.com/stevedore/stevedore/pkg/images"
+	"github.com/stevedore/stevedore/pkg/metrics"
 	"github.com/stevedore/stevedore/pkg/snapshots"
 )
 
@@ -117,7 +118,9 @@ func (u *Unpacker) OnFailure(ctx context.Context, ev *events.Envelope, cause err
 	if err != nil {
 		return err
 	}
-	_, err = u.Pub.Publish(ctx, out, events.WithMsgID("failed/"+ev.Operation))
+	if _, err = u.Pub.Publish(ctx, out, events.WithMsgID("failed/"+ev.Operation)); err == nil {
+		metrics.PullsFailed.Inc()
+	}
 	return err
 }
 
@@ -251,6 +254,7 @@ func (u *Unpacker) unpack(ctx context.Context, ev *events.Envelope, p events.Unp
 	if _, err := u.Pub.Publish(ctx, end, events.WithMsgID("completed/"+ev.Operation)); err != nil {
 		return fmt.Errorf("record pull-completed: %w", err)
 	}
+	metrics.PullsCompleted.Inc()
 	u.Log.Info().Str("ref", p.Ref).Str("op", ev.Operation).Int("layers", len(c.layers)).Msg("image unpacked")
 	return nil
 }
@@ -301,6 +305,11 @@ func (u *Unpacker) applyAndRecord(ctx context.Context, ev *events.Envelope, c ch
 	}
 	if _, err := u.Pub.Publish(ctx, out, events.WithMsgID("layer-applied/"+ev.Operation+"/"+c.chainIDs[i].String())); err != nil {
 		return fmt.Errorf("record layer-applied: %w", err)
+	}
+	metrics.LayersApplied.WithLabelValues(metrics.Bool(existing)).Inc()
+	if !existing {
+		metrics.LayerBytes.Add(float64(size))
+		metrics.LayerDuration.Observe(time.Since(start).Seconds())
 	}
 	return nil
 }

@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/cockroachdb/pebble/v2"
-
 	"github.com/stevedore/stevedore/pkg/api"
 	"github.com/stevedore/stevedore/pkg/errdefs"
 	"github.com/stevedore/stevedore/pkg/events"
@@ -43,7 +41,7 @@ func containerKey(ns, id string) []byte { return []byte(prefixCtr + ns + "/" + i
 
 // projectContainer applies the container and task events. ok is false for
 // other types.
-func (v *View) projectContainer(b *pebble.Batch, ev *events.Envelope, decode func(any) error) (ok bool, err error) {
+func (v *View) projectContainer(t *tx, ev *events.Envelope, decode func(any) error) (ok bool, err error) {
 	at := ev.Time.UTC()
 	switch ev.Type {
 	case events.TypeContainerCreateRequested:
@@ -58,7 +56,7 @@ func (v *View) projectContainer(b *pebble.Batch, ev *events.Envelope, decode fun
 		if p.Start {
 			kind = OpKindContainerRun
 		}
-		return true, v.startOp(b, api.Operation{
+		return true, v.startOp(t, api.Operation{
 			ID: ev.Operation, Kind: kind, Ref: containerID(ev, p.ID), State: api.OpRunning, Actor: ev.Actor, StartedAt: at,
 		})
 
@@ -71,7 +69,7 @@ func (v *View) projectContainer(b *pebble.Batch, ev *events.Envelope, decode fun
 		if err := checkContainer(ev.Namespace, id); err != nil {
 			return true, err
 		}
-		switch _, err := v.Container(ev.Namespace, id); {
+		switch _, err := t.container(ev.Namespace, id); {
 		case err == nil:
 			// A second created without a delete in between is a duplicate
 			// fact: the first one wins, so the task's state stays.
@@ -87,20 +85,20 @@ func (v *View) projectContainer(b *pebble.Batch, ev *events.Envelope, decode fun
 			if len(p.Spec) > 0 && string(p.Spec) != "null" {
 				c.Spec = p.Spec
 			}
-			if err := putJSON(b, containerKey(ev.Namespace, id), c); err != nil {
+			if err := putJSON(t.w, containerKey(ev.Namespace, id), c); err != nil {
 				return true, err
 			}
 		default:
 			return true, err
 		}
-		return true, v.endContainerOp(b, ev, id, api.OpCompleted, "", "", OpKindContainerCreate)
+		return true, v.endContainerOp(t, ev, id, api.OpCompleted, "", "", OpKindContainerCreate)
 
 	case events.TypeContainerCreateFailed:
 		var p events.Failure
 		if err := decode(&p); err != nil {
 			return true, err
 		}
-		return true, v.endContainerOp(b, ev, containerID(ev, p.ID), api.OpFailed, p.Code, p.Message,
+		return true, v.endContainerOp(t, ev, containerID(ev, p.ID), api.OpFailed, p.Code, p.Message,
 			OpKindContainerCreate, OpKindContainerRun)
 
 	case events.TypeTaskStartRequested:
@@ -108,7 +106,7 @@ func (v *View) projectContainer(b *pebble.Batch, ev *events.Envelope, decode fun
 		if err := decode(&p); err != nil {
 			return true, err
 		}
-		return true, v.requestOp(b, ev, OpKindTaskStart, containerID(ev, p.ID), false)
+		return true, v.requestOp(t, ev, OpKindTaskStart, containerID(ev, p.ID), false)
 
 	case events.TypeTaskStarted:
 		var p events.TaskStarted
@@ -116,19 +114,19 @@ func (v *View) projectContainer(b *pebble.Batch, ev *events.Envelope, decode fun
 			return true, err
 		}
 		id := containerID(ev, p.ID)
-		if err := v.updateContainer(b, ev.Namespace, id, func(c *api.Container) {
+		if err := v.updateContainer(t, ev.Namespace, id, func(c *api.Container) {
 			c.Task = api.Task{Status: api.TaskRunning, Pid: p.Pid, StartedAt: p.StartedAt.UTC()}
 		}); err != nil {
 			return true, err
 		}
-		return true, v.endContainerOp(b, ev, id, api.OpCompleted, "", "", OpKindTaskStart, OpKindContainerRun)
+		return true, v.endContainerOp(t, ev, id, api.OpCompleted, "", "", OpKindTaskStart, OpKindContainerRun)
 
 	case events.TypeTaskStartFailed:
 		var p events.Failure
 		if err := decode(&p); err != nil {
 			return true, err
 		}
-		return true, v.endContainerOp(b, ev, containerID(ev, p.ID), api.OpFailed, p.Code, p.Message,
+		return true, v.endContainerOp(t, ev, containerID(ev, p.ID), api.OpFailed, p.Code, p.Message,
 			OpKindTaskStart, OpKindContainerRun)
 
 	case events.TypeTaskKillRequested:
@@ -136,14 +134,14 @@ func (v *View) projectContainer(b *pebble.Batch, ev *events.Envelope, decode fun
 		if err := decode(&p); err != nil {
 			return true, err
 		}
-		return true, v.requestOp(b, ev, OpKindTaskKill, containerID(ev, p.ID), true)
+		return true, v.requestOp(t, ev, OpKindTaskKill, containerID(ev, p.ID), true)
 
 	case events.TypeTaskExited:
 		var p events.TaskExited
 		if err := decode(&p); err != nil {
 			return true, err
 		}
-		return true, v.updateContainer(b, ev.Namespace, containerID(ev, p.ID), func(c *api.Container) {
+		return true, v.updateContainer(t, ev.Namespace, containerID(ev, p.ID), func(c *api.Container) {
 			code := p.Code
 			started := c.Task.StartedAt
 			if !p.StartedAt.IsZero() {
@@ -160,7 +158,7 @@ func (v *View) projectContainer(b *pebble.Batch, ev *events.Envelope, decode fun
 		if err := decode(&p); err != nil {
 			return true, err
 		}
-		return true, v.requestOp(b, ev, OpKindContainerDelete, containerID(ev, p.ID), false)
+		return true, v.requestOp(t, ev, OpKindContainerDelete, containerID(ev, p.ID), false)
 
 	case events.TypeContainerDeleted:
 		var p events.ContainerDeleted
@@ -171,17 +169,17 @@ func (v *View) projectContainer(b *pebble.Batch, ev *events.Envelope, decode fun
 		if err := checkContainer(ev.Namespace, id); err != nil {
 			return true, err
 		}
-		if err := b.Delete(containerKey(ev.Namespace, id), nil); err != nil {
+		if err := t.w.Delete(containerKey(ev.Namespace, id), nil); err != nil {
 			return true, fmt.Errorf("delete container: %w", err)
 		}
-		return true, v.endContainerOp(b, ev, id, api.OpCompleted, "", "", OpKindContainerDelete)
+		return true, v.endContainerOp(t, ev, id, api.OpCompleted, "", "", OpKindContainerDelete)
 
 	case events.TypeContainerDeleteFailed:
 		var p events.Failure
 		if err := decode(&p); err != nil {
 			return true, err
 		}
-		return true, v.endContainerOp(b, ev, containerID(ev, p.ID), api.OpFailed, p.Code, p.Message, OpKindContainerDelete)
+		return true, v.endContainerOp(t, ev, containerID(ev, p.ID), api.OpFailed, p.Code, p.Message, OpKindContainerDelete)
 
 	case events.TypeContainerLabelsUpdated:
 		var p events.ContainerLabelsUpdated
@@ -189,7 +187,7 @@ func (v *View) projectContainer(b *pebble.Batch, ev *events.Envelope, decode fun
 			return true, err
 		}
 		id := containerID(ev, p.ID)
-		if err := v.updateContainer(b, ev.Namespace, id, func(c *api.Container) {
+		if err := v.updateContainer(t, ev.Namespace, id, func(c *api.Container) {
 			c.Labels = nil
 			if len(p.Labels) > 0 {
 				c.Labels = p.Labels
@@ -197,7 +195,7 @@ func (v *View) projectContainer(b *pebble.Batch, ev *events.Envelope, decode fun
 		}); err != nil {
 			return true, err
 		}
-		return true, v.requestOp(b, ev, OpKindContainerLabel, id, true)
+		return true, v.requestOp(t, ev, OpKindContainerLabel, id, true)
 	}
 	return false, nil
 }
@@ -223,11 +221,11 @@ func checkContainer(ns, id string) error {
 
 // updateContainer changes the stored container ns/id with fn. A container
 // not in the view (never created, or deleted since) is left alone.
-func (v *View) updateContainer(b *pebble.Batch, ns, id string, fn func(*api.Container)) error {
+func (v *View) updateContainer(t *tx, ns, id string, fn func(*api.Container)) error {
 	if err := checkContainer(ns, id); err != nil {
 		return err
 	}
-	c, err := v.Container(ns, id)
+	c, err := t.container(ns, id)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil
 	}
@@ -235,12 +233,12 @@ func (v *View) updateContainer(b *pebble.Batch, ns, id string, fn func(*api.Cont
 		return err
 	}
 	fn(&c)
-	return putJSON(b, containerKey(ns, id), c)
+	return putJSON(t.w, containerKey(ns, id), c)
 }
 
 // requestOp starts the request's operation, already completed if done.
 // Requests without an operation id record none.
-func (v *View) requestOp(b *pebble.Batch, ev *events.Envelope, kind, id string, done bool) error {
+func (v *View) requestOp(t *tx, ev *events.Envelope, kind, id string, done bool) error {
 	if ev.Operation == "" {
 		return nil
 	}
@@ -249,25 +247,25 @@ func (v *View) requestOp(b *pebble.Batch, ev *events.Envelope, kind, id string, 
 	if done {
 		op.State, op.EndedAt = api.OpCompleted, at
 	}
-	return v.startOp(b, op)
+	return v.startOp(t, op)
 }
 
 // endContainerOp ends the event's operation if it is of one of kinds (an
 // executor event carries the operation of the request it answers, so
 // container-created of a run must not end the run). An operation not in
 // the view is recorded as of kinds[0].
-func (v *View) endContainerOp(b *pebble.Batch, ev *events.Envelope, id, state, code, msg string, kinds ...string) error {
+func (v *View) endContainerOp(t *tx, ev *events.Envelope, id, state, code, msg string, kinds ...string) error {
 	if ev.Operation == "" {
 		return nil
 	}
-	switch op, err := v.Operation(ev.Operation); {
+	switch op, err := t.operation(ev.Operation); {
 	case errors.Is(err, errdefs.ErrNotFound):
 	case err != nil:
 		return err
 	case !slices.Contains(kinds, op.Kind):
 		return nil
 	}
-	return v.endOp(b, ev.Operation, kinds[0], id, ev, state, code, msg)
+	return v.endOp(t, ev.Operation, kinds[0], id, ev, state, code, msg)
 }
 
 // Containers returns the containers in namespace ns, oldest first (by

@@ -1,13 +1,15 @@
 // Package view is the gateway's Pebble view: a projection of the events log
 // into the images, blobs, containers and operations the API serves.
 //
-// The view is a pure function of the log. Apply takes events in log order and
-// stores, in the same Pebble batch as each change, the stream sequence it has
-// applied (design invariant 4), so a crash never leaves a change without its
-// watermark or a watermark without its change, and re-applying an event is a
-// no-op. Every stored value is derived from event data only (never the clock
-// or map iteration order), so replaying the same log from zero into an empty
-// view yields byte-for-byte the same keys and values; Dump writes them all.
+// The view is a pure function of the log. ApplyBatch takes events in log
+// order, many per Pebble batch when catching up, and stores, in the same
+// batch as their changes, the stream sequence it has applied (design
+// invariant 4), so a crash never leaves a change without its watermark or a
+// watermark without its change, and re-applying an event is a no-op.
+// Every stored value is derived from event data only (never the clock or
+// map iteration order), so replaying the same log from zero into an empty
+// view yields byte-for-byte the same keys and values, whatever the
+// batches; Dump writes them all and Digest hashes them.
 //
 // Key layout (every key is readable ASCII up to the user-supplied suffix):
 //
@@ -35,7 +37,9 @@ package view
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -187,8 +191,11 @@ func (v *View) Close() error {
 	return nil
 }
 
-func (v *View) readApplied() (uint64, error) {
-	b, c, err := v.db.Get([]byte(keyApplied))
+func (v *View) readApplied() (uint64, error) { return readWatermark(v.db) }
+
+// readWatermark reads the applied sequence from r (0 if there is none).
+func readWatermark(r pebble.Reader) (uint64, error) {
+	b, c, err := r.Get([]byte(keyApplied))
 	if errors.Is(err, pebble.ErrNotFound) {
 		return 0, nil
 	}
@@ -231,19 +238,32 @@ func (v *View) WaitApplied(ctx context.Context, seq uint64) error {
 }
 
 // Apply applies one event, which must come from the log with its Seq set,
-// in log order. An event at or below the applied sequence is skipped, so
-// re-applying is harmless. The change and the new watermark are committed in
-// one batch with pebble.Sync. Event types the view does not project, events
+// in log order: it is ApplyBatch of that one event.
+func (v *View) Apply(ev *events.Envelope) error {
+	return v.ApplyBatch([]*events.Envelope{ev})
+}
+
+// ApplyBatch applies events, which must come from the log with their Seq
+// set, in log order. Their changes and the new watermark (the last one's
+// sequence) are committed in one Pebble batch with pebble.Sync, so a crash
+// keeps all of them or none; a projection catching up applies many events
+// per commit. Each event is projected against the view as the events
+// before it left it, so applying a log in batches of any size yields the
+// same bytes as applying it one event at a time. An event at or below the
+// applied sequence (or a sequence earlier in the batch) is skipped, so
+// re-applying is harmless. Event types the view does not project, events
 // from a newer schema and events whose payload cannot be read only advance
 // the watermark (the latter two are logged): the log cannot be changed, so
 // the projection must not stall on it.
 //
-// Apply returns an error wrapping errdefs.ErrInvalidArgument for an event
-// without a sequence, and the store's error if the batch cannot be written
-// (nothing is applied then).
-func (v *View) Apply(ev *events.Envelope) error {
-	if ev == nil || ev.Seq == 0 {
-		return fmt.Errorf("apply event without a log sequence: %w", errdefs.ErrInvalidArgument)
+// ApplyBatch returns an error wrapping errdefs.ErrInvalidArgument for an
+// event without a sequence, and the store's error if the batch cannot be
+// written (nothing is applied then).
+func (v *View) ApplyBatch(evs []*events.Envelope) error {
+	for _, ev := range evs {
+		if ev == nil || ev.Seq == 0 {
+			return fmt.Errorf("apply event without a log sequence: %w", errdefs.ErrInvalidArgument)
+		}
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -251,35 +271,104 @@ func (v *View) Apply(ev *events.Envelope) error {
 	closed := v.closed
 	v.notifyMu.Unlock()
 	if closed {
-		return fmt.Errorf("apply event %d: view closed: %w", ev.Seq, errdefs.ErrUnavailable)
+		return fmt.Errorf("apply event %d: view closed: %w", evs[0].Seq, errdefs.ErrUnavailable)
 	}
-	if ev.Seq <= v.applied.Load() {
+	last := v.applied.Load()
+	// b holds the batch's changes so far and reads through to the store:
+	// each event's projection sees every earlier event. Each event writes
+	// to its own batch first, so that an event that turns out unusable
+	// leaves no partial change behind.
+	b := v.db.NewIndexedBatch()
+	defer b.Close()
+	one := v.db.NewBatch()
+	defer one.Close()
+	t := &tx{r: b, w: one}
+	n := 0
+	for _, ev := range evs {
+		if ev.Seq <= last {
+			continue
+		}
+		if err := v.project(t, ev); errors.Is(err, errSkip) {
+			// The event is unusable; record that it was seen and move on.
+			v.log.Warn().Err(err).Uint64("seq", ev.Seq).Str("type", string(ev.Type)).Str("id", ev.ID).
+				Msg("event not projected; advancing past it")
+		} else if err != nil {
+			return fmt.Errorf("apply event %d: %w", ev.Seq, err)
+		} else if !one.Empty() {
+			if err := b.Apply(one, nil); err != nil {
+				return fmt.Errorf("apply event %d: %w", ev.Seq, err)
+			}
+		}
+		one.Reset()
+		last = ev.Seq
+		n++
+	}
+	if n == 0 {
 		return nil
 	}
-	b := v.db.NewBatch()
-	defer b.Close()
-	if err := v.project(b, ev); errors.Is(err, errSkip) {
-		// The event is unusable; record that it was seen and move on.
-		v.log.Warn().Err(err).Uint64("seq", ev.Seq).Str("type", string(ev.Type)).Str("id", ev.ID).
-			Msg("event not projected; advancing past it")
-		b.Reset()
-	} else if err != nil {
-		return fmt.Errorf("apply event %d: %w", ev.Seq, err)
-	}
 	var wm [8]byte
-	binary.BigEndian.PutUint64(wm[:], ev.Seq)
+	binary.BigEndian.PutUint64(wm[:], last)
 	if err := b.Set([]byte(keyApplied), wm[:], nil); err != nil {
-		return fmt.Errorf("apply event %d: %w", ev.Seq, err)
+		return fmt.Errorf("apply events to %d: %w", last, err)
 	}
 	if err := b.Commit(pebble.Sync); err != nil {
-		return fmt.Errorf("apply event %d: commit: %w", ev.Seq, err)
+		return fmt.Errorf("apply events to %d: commit: %w", last, err)
 	}
-	v.applied.Store(ev.Seq)
+	v.applied.Store(last)
 	v.notifyMu.Lock()
 	close(v.changed)
 	v.changed = make(chan struct{})
 	v.notifyMu.Unlock()
 	return nil
+}
+
+// tx is one event's projection: it reads the view as the events before it
+// left it and writes its changes to w.
+type tx struct {
+	r pebble.Reader
+	w *pebble.Batch
+}
+
+func (t *tx) getJSON(key []byte, what string, out any) error { return readJSON(t.r, key, what, out) }
+
+func (t *tx) scan(prefix string, fn func(k, val []byte) error) error {
+	return scanReader(t.r, prefix, fn)
+}
+
+func (t *tx) image(ns, name string) (api.Image, error) {
+	if err := events.ValidateNamespace(ns); err != nil {
+		return api.Image{}, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	var img api.Image
+	err := t.getJSON(imageKey(ns, name), "image", &img)
+	return img, err
+}
+
+func (t *tx) operation(id string) (api.Operation, error) {
+	var op api.Operation
+	err := t.getJSON(opKey(id), "operation", &op)
+	return op, err
+}
+
+// has reports whether key is in the view.
+func (t *tx) has(key []byte) (bool, error) {
+	_, c, err := t.r.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", key, err)
+	}
+	return true, c.Close()
+}
+
+func (t *tx) container(ns, id string) (api.Container, error) {
+	if err := events.ValidateNamespace(ns); err != nil {
+		return api.Container{}, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+	}
+	var c api.Container
+	err := t.getJSON(containerKey(ns, id), "container", &c)
+	return c, err
 }
 
 // errSkip marks an event that cannot be projected (its payload is unreadable
@@ -290,7 +379,7 @@ var errSkip = errors.New("event skipped")
 // project adds ev's changes to b. Reads go to the committed store: Apply is
 // serialized, so it holds every earlier event's changes. Errors not wrapping
 // errSkip come from the store and fail the Apply.
-func (v *View) project(b *pebble.Batch, ev *events.Envelope) error {
+func (v *View) project(t *tx, ev *events.Envelope) error {
 	decode := func(p any) error {
 		if err := ev.Decode(p); err != nil {
 			return fmt.Errorf("%w: %w", err, errSkip)
@@ -300,7 +389,7 @@ func (v *View) project(b *pebble.Batch, ev *events.Envelope) error {
 	if ev.Version > events.SchemaVersion {
 		return fmt.Errorf("schema version %d is newer than %d: %w", ev.Version, events.SchemaVersion, errSkip)
 	}
-	if ok, err := v.projectContainer(b, ev, decode); ok {
+	if ok, err := v.projectContainer(t, ev, decode); ok {
 		return err
 	}
 	at := ev.Time.UTC()
@@ -314,7 +403,7 @@ func (v *View) project(b *pebble.Batch, ev *events.Envelope) error {
 		if id == "" {
 			return fmt.Errorf("pull without an operation id: %w", errSkip)
 		}
-		return v.startOp(b, api.Operation{
+		return v.startOp(t, api.Operation{
 			ID: id, Kind: OpKindPull, Ref: p.Ref, State: api.OpRunning, Actor: ev.Actor, StartedAt: at,
 		})
 
@@ -323,14 +412,14 @@ func (v *View) project(b *pebble.Batch, ev *events.Envelope) error {
 		if err := decode(&p); err != nil {
 			return err
 		}
-		return v.endOp(b, opID(ev), OpKindPull, p.Ref, ev, api.OpCompleted, "", "")
+		return v.endOp(t, opID(ev), OpKindPull, p.Ref, ev, api.OpCompleted, "", "")
 
 	case events.TypePullFailed:
 		var p events.PullFailed
 		if err := decode(&p); err != nil {
 			return err
 		}
-		return v.endOp(b, opID(ev), OpKindPull, p.Ref, ev, api.OpFailed, p.Code, p.Message)
+		return v.endOp(t, opID(ev), OpKindPull, p.Ref, ev, api.OpFailed, p.Code, p.Message)
 
 	case events.TypeImageUpdated:
 		var p events.ImageUpdated
@@ -344,7 +433,7 @@ func (v *View) project(b *pebble.Batch, ev *events.Envelope) error {
 			Name: p.Name, Target: p.Target, Size: p.Size, Created: p.Created, Platform: p.Platform, UpdatedAt: at,
 		}
 		// The same target keeps its snapshots; another target has none yet.
-		switch old, err := v.Image(ev.Namespace, p.Name); {
+		switch old, err := t.image(ev.Namespace, p.Name); {
 		case err == nil:
 			if old.Target.Digest == p.Target.Digest {
 				img.Unpacked = old.Unpacked
@@ -352,7 +441,7 @@ func (v *View) project(b *pebble.Batch, ev *events.Envelope) error {
 		case !errors.Is(err, errdefs.ErrNotFound):
 			return err
 		}
-		return putJSON(b, imageKey(ev.Namespace, p.Name), img)
+		return putJSON(t.w, imageKey(ev.Namespace, p.Name), img)
 
 	case events.TypeImageUnpacked:
 		var p events.ImageUnpacked
@@ -362,14 +451,14 @@ func (v *View) project(b *pebble.Batch, ev *events.Envelope) error {
 		if err := checkImage(ev.Namespace, p.Name); err != nil {
 			return err
 		}
-		return v.imageUnpacked(b, ev, p)
+		return v.imageUnpacked(t, ev, p)
 
 	case events.TypeSnapshotRemoved:
 		var p events.SnapshotRemoved
 		if err := decode(&p); err != nil {
 			return err
 		}
-		return v.snapshotRemoved(b, ev.Node, p.Key)
+		return v.snapshotRemoved(t, ev.Node, p.Key)
 
 	case events.TypeImageDeleted:
 		var p events.ImageDeleted
@@ -379,13 +468,13 @@ func (v *View) project(b *pebble.Batch, ev *events.Envelope) error {
 		if err := checkImage(ev.Namespace, p.Name); err != nil {
 			return err
 		}
-		if err := b.Delete(imageKey(ev.Namespace, p.Name), nil); err != nil {
+		if err := t.w.Delete(imageKey(ev.Namespace, p.Name), nil); err != nil {
 			return fmt.Errorf("delete image: %w", err)
 		}
 		if ev.Operation == "" {
 			return nil
 		}
-		return v.startOp(b, api.Operation{
+		return v.startOp(t, api.Operation{
 			ID: ev.Operation, Kind: OpKindImagesRemove, Ref: p.Name, State: api.OpCompleted,
 			Actor: ev.Actor, StartedAt: at, EndedAt: at,
 		})
@@ -399,12 +488,10 @@ func (v *View) project(b *pebble.Batch, ev *events.Envelope) error {
 		if err := d.Validate(); err != nil {
 			return fmt.Errorf("blob digest: %w: %w", err, errSkip)
 		}
-		if _, err := v.Blob(d); err == nil {
-			return nil // first commit wins
-		} else if !errors.Is(err, errdefs.ErrNotFound) {
-			return err
+		if ok, err := t.has(blobKey(d)); ok || err != nil {
+			return err // first commit wins
 		}
-		return putJSON(b, blobKey(d), Blob{
+		return putJSON(t.w, blobKey(d), Blob{
 			Digest: d, Size: p.Descriptor.Size, MediaType: p.Descriptor.MediaType, CommittedAt: at, Node: ev.Node,
 		})
 
@@ -417,7 +504,7 @@ func (v *View) project(b *pebble.Batch, ev *events.Envelope) error {
 		if id == "" {
 			return nil
 		}
-		return v.startOp(b, api.Operation{
+		return v.startOp(t, api.Operation{
 			ID: id, Kind: OpKindContentDelete, Ref: p.Digest.String(), State: api.OpRunning,
 			Actor: ev.Actor, StartedAt: at,
 		})
@@ -430,13 +517,13 @@ func (v *View) project(b *pebble.Batch, ev *events.Envelope) error {
 		if err := p.Digest.Validate(); err != nil {
 			return fmt.Errorf("blob digest: %w: %w", err, errSkip)
 		}
-		if err := b.Delete(blobKey(p.Digest), nil); err != nil {
+		if err := t.w.Delete(blobKey(p.Digest), nil); err != nil {
 			return fmt.Errorf("delete blob: %w", err)
 		}
 		if ev.Operation == "" {
 			return nil
 		}
-		return v.endOp(b, ev.Operation, OpKindContentDelete, p.Digest.String(), ev, api.OpCompleted, "", "")
+		return v.endOp(t, ev.Operation, OpKindContentDelete, p.Digest.String(), ev, api.OpCompleted, "", "")
 
 	case events.TypeContentDeleteFailed:
 		var p events.ContentDeleteFailed
@@ -446,7 +533,7 @@ func (v *View) project(b *pebble.Batch, ev *events.Envelope) error {
 		if ev.Operation == "" {
 			return nil
 		}
-		return v.endOp(b, ev.Operation, OpKindContentDelete, p.Digest.String(), ev, api.OpFailed, p.Code, p.Message)
+		return v.endOp(t, ev.Operation, OpKindContentDelete, p.Digest.String(), ev, api.OpFailed, p.Code, p.Message)
 	}
 	return nil
 }
@@ -465,24 +552,22 @@ func opID(ev *events.Envelope) string {
 
 // startOp records op unless an operation with its id exists already (the
 // first event wins, so a replayed request cannot reset a finished operation).
-func (v *View) startOp(b *pebble.Batch, op api.Operation) error {
-	if _, err := v.Operation(op.ID); err == nil {
-		return nil
-	} else if !errors.Is(err, errdefs.ErrNotFound) {
+func (v *View) startOp(t *tx, op api.Operation) error {
+	if ok, err := t.has(opKey(op.ID)); ok || err != nil {
 		return err
 	}
-	return putJSON(b, opKey(op.ID), op)
+	return putJSON(t.w, opKey(op.ID), op)
 }
 
 // endOp moves operation id to a final state. The first final state wins. An
 // operation whose start is not in the view (the log was truncated) is
 // recorded from what the ending event says.
-func (v *View) endOp(b *pebble.Batch, id, kind, ref string, ev *events.Envelope, state, code, msg string) error {
+func (v *View) endOp(t *tx, id, kind, ref string, ev *events.Envelope, state, code, msg string) error {
 	if id == "" {
 		return fmt.Errorf("%s without an operation id: %w", ev.Type, errSkip)
 	}
 	at := ev.Time.UTC()
-	op, err := v.Operation(id)
+	op, err := t.operation(id)
 	switch {
 	case errors.Is(err, errdefs.ErrNotFound):
 		op = api.Operation{ID: id, Kind: kind, Ref: ref, Actor: ev.Actor, StartedAt: at}
@@ -492,7 +577,7 @@ func (v *View) endOp(b *pebble.Batch, id, kind, ref string, ev *events.Envelope,
 		return nil
 	}
 	op.State, op.Code, op.Message, op.EndedAt = state, code, msg, at
-	return putJSON(b, opKey(id), op)
+	return putJSON(t.w, opKey(id), op)
 }
 
 // unpackedAt is the value of an unpk/ key: the nodes where an image's
@@ -505,11 +590,11 @@ type unpackedAt struct {
 // imageUnpacked adds the event's node to the image's Unpacked nodes, if the
 // image is still there with the target that was unpacked, and remembers the
 // top snapshot so that its removal takes the node back.
-func (v *View) imageUnpacked(b *pebble.Batch, ev *events.Envelope, p events.ImageUnpacked) error {
+func (v *View) imageUnpacked(t *tx, ev *events.Envelope, p events.ImageUnpacked) error {
 	if ev.Node == "" {
 		return fmt.Errorf("image-unpacked without a node: %w", errSkip)
 	}
-	img, err := v.Image(ev.Namespace, p.Name)
+	img, err := t.image(ev.Namespace, p.Name)
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil // removed since, or never recorded: nothing to mark
 	}
@@ -522,7 +607,7 @@ func (v *View) imageUnpacked(b *pebble.Batch, ev *events.Envelope, p events.Imag
 	if p.ChainID.Validate() == nil {
 		key := unpackedKey(p.ChainID, ev.Namespace, p.Name)
 		var at unpackedAt
-		if err := v.getJSON(key, "unpacked index", &at); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		if err := t.getJSON(key, "unpacked index", &at); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			return err
 		}
 		if at.Target != img.Target.Digest {
@@ -530,7 +615,7 @@ func (v *View) imageUnpacked(b *pebble.Batch, ev *events.Envelope, p events.Imag
 		}
 		if nodes, added := addSorted(at.Nodes, ev.Node); added {
 			at.Nodes = nodes
-			if err := putJSON(b, key, at); err != nil {
+			if err := putJSON(t.w, key, at); err != nil {
 				return err
 			}
 		}
@@ -540,12 +625,12 @@ func (v *View) imageUnpacked(b *pebble.Batch, ev *events.Envelope, p events.Imag
 		return nil
 	}
 	img.Unpacked = nodes
-	return putJSON(b, imageKey(ev.Namespace, p.Name), img)
+	return putJSON(t.w, imageKey(ev.Namespace, p.Name), img)
 }
 
 // snapshotRemoved takes node out of the Unpacked nodes of every image whose
 // top snapshot on it was key.
-func (v *View) snapshotRemoved(b *pebble.Batch, node, key string) error {
+func (v *View) snapshotRemoved(t *tx, node, key string) error {
 	chainID, err := digest.Parse(key)
 	if err != nil || node == "" {
 		return nil // not a layer snapshot: no image's top
@@ -558,7 +643,7 @@ func (v *View) snapshotRemoved(b *pebble.Batch, node, key string) error {
 	}
 	var found []entry
 	// Collect first: reads of images below must not nest inside the scan.
-	if err := v.scan(prefix, func(k, val []byte) error {
+	if err := t.scan(prefix, func(k, val []byte) error {
 		ns, name, ok := strings.Cut(string(k[len(prefix):]), "/")
 		if !ok {
 			return nil
@@ -578,13 +663,13 @@ func (v *View) snapshotRemoved(b *pebble.Batch, node, key string) error {
 			continue
 		}
 		if len(nodes) == 0 {
-			if err := b.Delete(e.key, nil); err != nil {
+			if err := t.w.Delete(e.key, nil); err != nil {
 				return fmt.Errorf("delete %s: %w", e.key, err)
 			}
-		} else if err := putJSON(b, e.key, unpackedAt{Target: e.at.Target, Nodes: nodes}); err != nil {
+		} else if err := putJSON(t.w, e.key, unpackedAt{Target: e.at.Target, Nodes: nodes}); err != nil {
 			return err
 		}
-		img, err := v.Image(e.ns, e.name)
+		img, err := t.image(e.ns, e.name)
 		if errors.Is(err, errdefs.ErrNotFound) {
 			continue
 		}
@@ -598,7 +683,7 @@ func (v *View) snapshotRemoved(b *pebble.Batch, node, key string) error {
 			if len(img.Unpacked) == 0 {
 				img.Unpacked = nil
 			}
-			if err := putJSON(b, imageKey(e.ns, e.name), img); err != nil {
+			if err := putJSON(t.w, imageKey(e.ns, e.name), img); err != nil {
 				return err
 			}
 		}
@@ -660,7 +745,12 @@ func (v *View) getJSON(key []byte, what string, out any) error {
 	if v.dbClosed {
 		return fmt.Errorf("read %s: view closed: %w", what, errdefs.ErrUnavailable)
 	}
-	val, c, err := v.db.Get(key)
+	return readJSON(v.db, key, what, out)
+}
+
+// readJSON reads key from r into out; a missing key is errdefs.ErrNotFound.
+func readJSON(r pebble.Reader, key []byte, what string, out any) error {
+	val, c, err := r.Get(key)
 	if errors.Is(err, pebble.ErrNotFound) {
 		return fmt.Errorf("%s: %w", what, errdefs.ErrNotFound)
 	}
@@ -676,17 +766,22 @@ func (v *View) getJSON(key []byte, what string, out any) error {
 
 // scan calls fn for every key/value with prefix, in key order. The slices
 // are only valid during the call.
-func (v *View) scan(prefix string, fn func(k, val []byte) error) (err error) {
+func (v *View) scan(prefix string, fn func(k, val []byte) error) error {
 	v.dbMu.RLock()
 	defer v.dbMu.RUnlock()
 	if v.dbClosed {
 		return fmt.Errorf("scan %s: view closed: %w", prefix, errdefs.ErrUnavailable)
 	}
+	return scanReader(v.db, prefix, fn)
+}
+
+// scanReader is scan over r.
+func scanReader(r pebble.Reader, prefix string, fn func(k, val []byte) error) (err error) {
 	var lower []byte // nil, not empty: Pebble's race-build invariants index an empty bound
 	if prefix != "" {
 		lower = []byte(prefix)
 	}
-	it, err := v.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
+	it, err := r.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: prefixEnd(lower)})
 	if err != nil {
 		return fmt.Errorf("scan %s: %w", prefix, err)
 	}
@@ -777,12 +872,42 @@ func (v *View) Blobs() ([]Blob, error) {
 }
 
 // Dump writes every key and value in the store, in key order, one pair per
-// line as two Go-quoted strings. Two views that applied the same log dump
-// the same bytes.
+// line as two Go-quoted strings, from one consistent snapshot of the store.
+// Two views that applied the same log dump the same bytes.
 func (v *View) Dump(w io.Writer) error {
+	_, err := v.dumpSnapshot(w)
+	return err
+}
+
+// Digest returns the sequence the view has applied and the SHA-256 (hex)
+// of what Dump writes, both read from one consistent snapshot of the store:
+// two views that applied the same log up to seq have the same digest.
+func (v *View) Digest() (seq uint64, sum string, err error) {
+	h := sha256.New()
+	seq, err = v.dumpSnapshot(h)
+	if err != nil {
+		return 0, "", err
+	}
+	return seq, hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// dumpSnapshot dumps a snapshot of the store to w and returns the
+// watermark it holds.
+func (v *View) dumpSnapshot(w io.Writer) (uint64, error) {
+	v.dbMu.RLock()
+	defer v.dbMu.RUnlock()
+	if v.dbClosed {
+		return 0, fmt.Errorf("dump view: view closed: %w", errdefs.ErrUnavailable)
+	}
+	snap := v.db.NewSnapshot()
+	defer snap.Close()
+	seq, err := readWatermark(snap)
+	if err != nil {
+		return 0, err
+	}
 	bw := bufio.NewWriter(w)
 	var line []byte
-	err := v.scan("", func(k, val []byte) error {
+	err = scanReader(snap, "", func(k, val []byte) error {
 		line = strconv.AppendQuote(line[:0], string(k))
 		line = append(line, ' ')
 		line = strconv.AppendQuote(line, string(val))
@@ -791,12 +916,12 @@ func (v *View) Dump(w io.Writer) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("dump view: %w", err)
+		return 0, fmt.Errorf("dump view: %w", err)
 	}
 	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("dump view: %w", err)
+		return 0, fmt.Errorf("dump view: %w", err)
 	}
-	return nil
+	return seq, nil
 }
 
 // pebbleLogger sends Pebble's messages to zerolog.

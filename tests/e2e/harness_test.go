@@ -126,8 +126,11 @@ func (c *cluster) cleanupTasks() {
 	}
 }
 
-func (c *cluster) startGateway() {
-	c.start("gateway", filepath.Join(binDir, "gateway"), "--listen", c.listen, "--node", "e2e")
+// startGateway starts the gateway with extra flags. Its metrics go on a
+// free port (the default one may be taken by a gateway on this machine).
+func (c *cluster) startGateway(extra ...string) {
+	args := append([]string{"--listen", c.listen, "--node", "e2e", "--metrics", "127.0.0.1:0"}, extra...)
+	c.start("gateway", filepath.Join(binDir, "gateway"), args...)
 }
 
 func (c *cluster) startFetcher(name string, extra ...string) {

@@ -50,8 +50,8 @@ func (c *cluster) containers() []api.Container {
 }
 
 // assertNothingLeft checks that no container, task, rootfs snapshot,
-// bundle or mount is left on the node.
-func (c *cluster) assertNothingLeft() {
+// bundle, mount or cgroup (of the containers named) is left on the node.
+func (c *cluster) assertNothingLeft(ids ...string) {
 	c.t.Helper()
 	if cs := c.containers(); len(cs) != 0 {
 		c.t.Errorf("containers left: %+v", cs)
@@ -69,6 +69,13 @@ func (c *cluster) assertNothingLeft() {
 	mi, _ := os.ReadFile("/proc/self/mountinfo")
 	if strings.Contains(string(mi), filepath.Join(c.root, "bundles")) {
 		c.t.Errorf("rootfs mounts left under %s", c.root)
+	}
+	for _, id := range ids {
+		for _, ctrl := range []string{"memory", "pids", "cpu"} {
+			if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", ctrl, "stevedore", "default", id)); err == nil {
+				c.t.Errorf("cgroup %s of container %s left", ctrl, id)
+			}
+		}
 	}
 }
 
@@ -153,7 +160,7 @@ func TestKillSignals(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 9 || !strings.Contains(out.String(), "caught") {
 		t.Fatalf("Ctrl-C on ctl run: %v, output %q; want the task's trap to exit 9", err, out.String())
 	}
-	c.assertNothingLeft()
+	c.assertNothingLeft("victim", "attached")
 }
 
 func TestRunMemoryLimitOOM(t *testing.T) {
@@ -170,7 +177,7 @@ func TestRunMemoryLimitOOM(t *testing.T) {
 		t.Fatalf("task after OOM: %+v", ct.Task)
 	}
 	c.mustCtl("rm", "hog")
-	c.assertNothingLeft()
+	c.assertNothingLeft("hog")
 }
 
 func TestRunErrorsLeaveNothingBehind(t *testing.T) {
@@ -198,7 +205,7 @@ func TestRunErrorsLeaveNothingBehind(t *testing.T) {
 		})
 	}
 	c.mustCtl("rm", "-f", "taken")
-	c.assertNothingLeft()
+	c.assertNothingLeft("taken")
 
 	// With no executor on the node, run fails at once saying so.
 	c.kill("executor", syscall.SIGTERM)
@@ -243,5 +250,5 @@ func TestExecutorKilledWhileTaskRuns(t *testing.T) {
 		t.Fatalf("exit recorded after restart: %q, want 5", r.stdout)
 	}
 	c.mustCtl("rm", "brief")
-	c.assertNothingLeft()
+	c.assertNothingLeft("survivor", "brief")
 }

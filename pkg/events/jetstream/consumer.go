@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/stevedore/stevedore/pkg/events"
+	"github.com/stevedore/stevedore/pkg/metrics"
 )
 
 // ConsumerConfig configures a durable worker consumer. Every process of one
@@ -37,6 +38,9 @@ type ConsumerConfig struct {
 	OnFailure events.FailureFunc
 	// Logger receives handler outcomes.
 	Logger zerolog.Logger
+	// LagInterval is how often the consumer's pending counts are sampled
+	// into the metrics (default 5s).
+	LagInterval time.Duration
 }
 
 func (c *ConsumerConfig) defaults() error {
@@ -54,6 +58,9 @@ func (c *ConsumerConfig) defaults() error {
 	}
 	if c.MaxAttempts <= 0 {
 		c.MaxAttempts = 5
+	}
+	if c.LagInterval <= 0 {
+		c.LagInterval = 5 * time.Second
 	}
 	if len(c.Backoff) == 0 {
 		c.Backoff = []time.Duration{500 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second}
@@ -102,6 +109,16 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		<-ctx.Done()
 		it.Stop()
 	}()
+	lagCtx, stopLag := context.WithCancel(ctx)
+	lagDone := make(chan struct{})
+	go func() {
+		defer close(lagDone)
+		sampleLag(lagCtx, cons, &cfg)
+	}()
+	defer func() {
+		stopLag()
+		<-lagDone
+	}()
 
 	sem := make(chan struct{}, cfg.Concurrency)
 	var wg sync.WaitGroup
@@ -128,6 +145,39 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	}
 }
 
+// sampleLag samples the consumer's pending counts into the metrics every
+// cfg.LagInterval until ctx ends.
+func sampleLag(ctx context.Context, cons jetstream.Consumer, cfg *ConsumerConfig) {
+	pending := metrics.ConsumerPending.WithLabelValues(cfg.Durable)
+	ackPending := metrics.ConsumerAckPending.WithLabelValues(cfg.Durable)
+	t := time.NewTicker(cfg.LagInterval)
+	defer t.Stop()
+	for {
+		ictx, cancel := context.WithTimeout(ctx, cfg.LagInterval)
+		info, err := cons.Info(ictx)
+		cancel()
+		if err == nil {
+			pending.Set(float64(info.NumPending))
+			ackPending.Set(float64(info.NumAckPending))
+		} else if ctx.Err() == nil {
+			cfg.Logger.Debug().Err(err).Str("consumer", cfg.Durable).Msg("could not sample the consumer's lag")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Handler outcomes, the outcome label of metrics.HandlerDuration.
+const (
+	outcomeOK       = "ok"       // handled and acknowledged
+	outcomeRetry    = "retry"    // failed; redelivered after a backoff
+	outcomeFailed   = "failed"   // given up and recorded as a failure
+	outcomeShutdown = "shutdown" // interrupted by shutdown; redelivered at once
+)
+
 // handleOne runs one delivery and settles it.
 func handleOne(ctx context.Context, cfg *ConsumerConfig, h events.Handler, msg jetstream.Msg) {
 	log := cfg.Logger.With().Str("consumer", cfg.Durable).Str("subject", msg.Subject()).Logger()
@@ -138,18 +188,26 @@ func handleOne(ctx context.Context, cfg *ConsumerConfig, h events.Handler, msg j
 		return
 	}
 	ev, err := Decode(msg)
+	if errors.Is(err, events.ErrNewerVersion) {
+		// Written by a newer build: this one cannot know what it means.
+		// Acknowledge it so that it does not hold up the consumer; the
+		// newer build's workers handle it.
+		metrics.EventsSkipped.WithLabelValues(cfg.Durable, "newer-schema").Inc()
+		log.Warn().Err(err).Int("version", ev.Version).Uint64("seq", md.Sequence.Stream).Msg("event from a newer schema; skipping it")
+		_ = msg.Ack()
+		return
+	}
 	if err != nil {
 		// An event we cannot read can never be handled: record and drop.
+		metrics.EventsSkipped.WithLabelValues(cfg.Durable, "undecodable").Inc()
 		log.Error().Err(err).Uint64("seq", md.Sequence.Stream).Msg("undecodable event; terminating it")
 		_ = msg.TermWithReason("undecodable")
 		return
 	}
-	if ev.Version > events.SchemaVersion {
-		log.Warn().Int("version", ev.Version).Uint64("seq", ev.Seq).Msg("event from a newer schema; skipping it")
-		_ = msg.Ack()
-		return
-	}
 	d := events.Delivery{Attempt: int(md.NumDelivered), MaxAttempts: cfg.MaxAttempts}
+	if d.Attempt > 1 {
+		metrics.Redeliveries.WithLabelValues(cfg.Durable, string(ev.Type)).Inc()
+	}
 	hctx, cancel := context.WithCancel(events.WithDelivery(ctx, d))
 	done := make(chan struct{})
 	go func() {
@@ -166,11 +224,16 @@ func handleOne(ctx context.Context, cfg *ConsumerConfig, h events.Handler, msg j
 	}()
 	start := time.Now()
 	herr := h.Handle(hctx, ev)
+	took := time.Since(start)
 	close(done)
 	cancel()
-	log = log.With().Uint64("seq", ev.Seq).Str("type", string(ev.Type)).Str("op", ev.Operation).Int("attempt", d.Attempt).Dur("took", time.Since(start)).Logger()
+	log = log.With().Uint64("seq", ev.Seq).Str("type", string(ev.Type)).Str("op", ev.Operation).Int("attempt", d.Attempt).Dur("took", took).Logger()
+	observe := func(outcome string) {
+		metrics.HandlerDuration.WithLabelValues(cfg.Durable, string(ev.Type), outcome).Observe(took.Seconds())
+	}
 
 	if herr == nil {
+		observe(outcomeOK)
 		if err := msg.DoubleAck(ctx); err != nil && ctx.Err() == nil {
 			log.Warn().Err(err).Msg("ack not confirmed; the event may be redelivered (handlers are idempotent)")
 		}
@@ -179,19 +242,23 @@ func handleOne(ctx context.Context, cfg *ConsumerConfig, h events.Handler, msg j
 	}
 	if ctx.Err() != nil {
 		// Shutting down: let another instance take it without delay.
+		observe(outcomeShutdown)
 		_ = msg.Nak()
 		return
 	}
 	if events.IsPermanent(herr) || d.Attempt >= cfg.MaxAttempts {
+		observe(outcomeFailed)
 		log.Warn().Err(herr).Bool("permanent", events.IsPermanent(herr)).Msg("giving up; recording failure")
 		if ferr := cfg.OnFailure(ctx, ev, herr); ferr != nil {
 			log.Error().Err(ferr).Msg("could not record failure; will retry")
 			_ = msg.NakWithDelay(backoff(cfg.Backoff, d.Attempt))
 			return
 		}
+		metrics.FailuresRecorded.WithLabelValues(cfg.Durable, string(ev.Type)).Inc()
 		_ = msg.TermWithReason(truncate(herr.Error(), 200))
 		return
 	}
+	observe(outcomeRetry)
 	delay := backoff(cfg.Backoff, d.Attempt)
 	log.Info().Err(herr).Dur("retry_in", delay).Msg("handler failed; will retry")
 	_ = msg.NakWithDelay(delay)
@@ -213,90 +280,4 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n]
-}
-
-// FollowConfig says which part of the log to follow.
-type FollowConfig struct {
-	// Filters are subject filters; empty means every event.
-	Filters []string
-	// StartSeq is the first sequence to deliver; 0 means from the beginning.
-	StartSeq uint64
-	// StartTime, if set and StartSeq is 0, starts at the first event at or after it.
-	StartTime *time.Time
-	// Undecodable is called, in log order, for a message that is not an
-	// event envelope; returning nil skips it. If nil, Follow stops with the
-	// decode error.
-	Undecodable func(seq uint64, subject string, err error) error
-}
-
-// Follow delivers events in log order to fn, starting at cfg.StartSeq, and
-// keeps following new events until ctx ends or fn returns an error. It
-// returns nil when ctx ends, otherwise fn's error. Ordered consumers hold no
-// server-side state worth keeping: the follower keeps its own position.
-func Follow(ctx context.Context, js jetstream.JetStream, cfg FollowConfig, fn func(*events.Envelope) error) error {
-	occ := jetstream.OrderedConsumerConfig{FilterSubjects: cfg.Filters, DeliverPolicy: jetstream.DeliverAllPolicy}
-	switch {
-	case cfg.StartSeq > 1:
-		occ.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
-		occ.OptStartSeq = cfg.StartSeq
-	case cfg.StartTime != nil:
-		occ.DeliverPolicy = jetstream.DeliverByStartTimePolicy
-		occ.OptStartTime = cfg.StartTime
-	}
-	cons, err := js.OrderedConsumer(ctx, events.EventsStream, occ)
-	if err != nil {
-		return fmt.Errorf("follow events: %w", err)
-	}
-	it, err := cons.Messages()
-	if err != nil {
-		return fmt.Errorf("follow events: %w", err)
-	}
-	stop := make(chan struct{})
-	defer close(stop)
-	go func() {
-		select {
-		case <-ctx.Done():
-		case <-stop:
-		}
-		it.Stop()
-	}()
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return nil
-			}
-			return fmt.Errorf("follow events: %w", err)
-		}
-		ev, err := Decode(msg)
-		if err != nil {
-			if cfg.Undecodable == nil {
-				return err
-			}
-			var seq uint64
-			if md, mdErr := msg.Metadata(); mdErr == nil {
-				seq = md.Sequence.Stream
-			}
-			if err := cfg.Undecodable(seq, msg.Subject(), err); err != nil {
-				return err
-			}
-			continue
-		}
-		if err := fn(ev); err != nil {
-			return err
-		}
-	}
-}
-
-// LastSeq returns the stream's last sequence (0 for an empty log).
-func LastSeq(ctx context.Context, js jetstream.JetStream) (uint64, error) {
-	s, err := js.Stream(ctx, events.EventsStream)
-	if err != nil {
-		return 0, fmt.Errorf("events stream: %w", err)
-	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("events stream info: %w", err)
-	}
-	return info.State.LastSeq, nil
 }

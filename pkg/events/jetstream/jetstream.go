@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stevedore/stevedore/pkg/events"
+	"github.com/stevedore/stevedore/pkg/metrics"
 )
 
 // StreamConfig configures the events stream.
@@ -98,6 +99,9 @@ func (p *Publisher) Publish(ctx context.Context, ev *events.Envelope, opts ...ev
 		popts = append(popts, jetstream.WithExpectLastSequencePerSubject(*o.ExpectLastSubjectSeq))
 	}
 	ack, err := p.js.PublishMsg(ctx, msg, popts...)
+	if err == nil {
+		metrics.EventsPublished.WithLabelValues(string(ev.Type)).Inc()
+	}
 	if err != nil {
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant) {
@@ -109,7 +113,9 @@ func (p *Publisher) Publish(ctx context.Context, ev *events.Envelope, opts ...ev
 }
 
 // LastFor returns the last event on the subjects filter matches, or nil
-// (and no error) when there is none.
+// (and no error) when there is none. The event is upcast as Decode does; an
+// event of a newer schema version comes back as stored (its Version says
+// so).
 func LastFor(ctx context.Context, js jetstream.JetStream, filter string) (*events.Envelope, error) {
 	s, err := js.Stream(ctx, events.EventsStream)
 	if err != nil {
@@ -122,24 +128,33 @@ func LastFor(ctx context.Context, js jetstream.JetStream, filter string) (*event
 	if err != nil {
 		return nil, fmt.Errorf("last event on %s: %w", filter, err)
 	}
-	var ev events.Envelope
-	if err := json.Unmarshal(raw.Data, &ev); err != nil {
+	ev, err := events.Unmarshal(raw.Data)
+	if err != nil && !errors.Is(err, events.ErrNewerVersion) {
 		return nil, fmt.Errorf("decode event %d on %s: %w", raw.Sequence, raw.Subject, err)
 	}
 	ev.Seq = raw.Sequence
-	return &ev, nil
+	return ev, nil
 }
 
-// Decode turns a stream message into an envelope with its sequence set.
+// Decode turns a stream message into an envelope with its sequence set,
+// upcast to events.SchemaVersion by the registered upcasters (see
+// events.RegisterUpcaster). For an event of a newer schema version it
+// returns the envelope as stored and an error wrapping
+// events.ErrNewerVersion; for anything else it cannot read, nil and the
+// error.
 func Decode(msg jetstream.Msg) (*events.Envelope, error) {
-	var ev events.Envelope
-	if err := json.Unmarshal(msg.Data(), &ev); err != nil {
-		return nil, fmt.Errorf("decode event on %s: %w", msg.Subject(), err)
-	}
+	var seq uint64
 	if md, err := msg.Metadata(); err == nil {
-		ev.Seq = md.Sequence.Stream
+		seq = md.Sequence.Stream
 	}
-	return &ev, nil
+	ev, err := events.Unmarshal(msg.Data())
+	if ev != nil {
+		ev.Seq = seq
+	}
+	if err != nil {
+		return ev, fmt.Errorf("decode event %d on %s: %w", seq, msg.Subject(), err)
+	}
+	return ev, nil
 }
 
 // Progress publishes live progress ticks on core NATS (not persisted).
