@@ -32,7 +32,7 @@ func (a *app) eventsCmd() *cobra.Command {
 		Long: `Print the events of the log, the durable record of every state change, one
 line each: its time, log sequence (#N), type, what it is about (an image
 name, a blob's short digest, a container id, a pull), the node whose worker
-recorded it, the actor who asked, the operation (short id) and a summary of
+recorded it, the actor who asked, the operation id (whole: ids made by one process share their first characters) and a summary of
 its payload.
 
 By default ctl prints new events as they are recorded, until interrupted.
@@ -145,7 +145,7 @@ func writeEventLine(w io.Writer, ev *events.Envelope) error {
 	if ev.Namespace != "" && ev.Namespace != events.DefaultNamespace {
 		fmt.Fprintf(&b, "  ns=%s", ev.Namespace)
 	}
-	fmt.Fprintf(&b, "  node=%s  actor=%s  op=%s", orDash(ev.Node), orDash(ev.Actor), orDash(client.ShortOp(ev.Operation)))
+	fmt.Fprintf(&b, "  node=%s  actor=%s  op=%s", orDash(ev.Node), orDash(ev.Actor), orDash(ev.Operation))
 	if s := client.Summary(ev); s != "" {
 		b.WriteString("  ")
 		b.WriteString(s)

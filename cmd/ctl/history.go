@@ -92,7 +92,7 @@ func (a *app) printHistory(entries []client.HistoryEntry, ops []client.OpOutcome
 			summary = strings.TrimSpace(summary + " [" + e.Outcome + "]")
 		}
 		row(tw, fmt.Sprint(e.Seq), ev.Time.Local().Format(eventTimeFormat), step, elapsed, string(ev.Type),
-			client.DescribeAggregate(ev), orDash(ev.Node), orDash(ev.Actor), orDash(client.ShortOp(ev.Operation)), orDash(summary))
+			client.DescribeAggregate(ev), orDash(ev.Node), orDash(ev.Actor), orDash(ev.Operation), orDash(summary))
 	}
 	if err := flush(tw); err != nil {
 		return err

@@ -27,13 +27,6 @@ func ShortDigest(d digest.Digest) string {
 	return alg + ":" + hex[:12] + "…"
 }
 
-// ShortOp abbreviates an operation id to its first 8 characters.
-func ShortOp(op string) string {
-	if len(op) <= 8 {
-		return op
-	}
-	return op[:8]
-}
 
 // DescribeAggregate names what ev is about, decoded for people: "image
 // docker.io/library/alpine:3.20", "blob sha256:5e6f0a1b2c3d…", "container
@@ -51,8 +44,6 @@ func DescribeAggregate(ev *events.Envelope) string {
 		} else if key, err := events.DecodeToken(id); err == nil && kind == events.KindSnapshot {
 			id = key
 		}
-	case events.KindPull:
-		id = ShortOp(id)
 	}
 	if kind == "" {
 		return id
