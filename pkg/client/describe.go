@@ -27,7 +27,6 @@ func ShortDigest(d digest.Digest) string {
 	return alg + ":" + hex[:12] + "…"
 }
 
-
 // DescribeAggregate names what ev is about, decoded for people: "image
 // docker.io/library/alpine:3.20", "blob sha256:5e6f0a1b2c3d…", "container
 // web", "pull 3Y1Bq4zG", "snapshot sha256:…".
