@@ -42,6 +42,10 @@ test:
 
 bench:
 	scripts/bench.sh
+	scripts/bench-containerd.sh
+
+bench-containerd:
+	scripts/bench-containerd.sh
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
