@@ -399,11 +399,18 @@ func (e *Executor) prepare(ctx context.Context, ns string, p events.ContainerCre
 }
 
 // cleanup removes whatever exists of container id on this node: its task,
-// mounts, bundle, snapshot and task state. Missing parts are fine.
+// mounts, bundle, snapshot and task state. Missing parts are fine. The task
+// (runc and its cgroups) and the rootfs are independent once the task has
+// exited, so they are torn down at once.
 func (e *Executor) cleanup(ctx context.Context, ns, id string) {
-	if err := e.Runtime.Delete(ctx, id, true); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
-		e.Log.Warn().Err(err).Str("id", id).Msg("cleanup: delete task")
-	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := e.Runtime.Delete(ctx, id, true); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+			e.Log.Warn().Err(err).Str("id", id).Msg("cleanup: delete task")
+		}
+	}()
 	rootfs := filepath.Join(e.bundle(ns, id), "rootfs")
 	if err := snapshots.UnmountAll(rootfs); err != nil {
 		e.Log.Warn().Err(err).Str("id", id).Msg("cleanup: unmount rootfs")
@@ -414,6 +421,7 @@ func (e *Executor) cleanup(ctx context.Context, ns, id string) {
 	if err := e.Snapshots.Remove(ctx, id); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		e.Log.Warn().Err(err).Str("id", id).Msg("cleanup: remove rootfs snapshot")
 	}
+	wg.Wait()
 	if e.StateRoot != "" {
 		_ = os.RemoveAll(filepath.Join(e.StateRoot, id))
 	}
