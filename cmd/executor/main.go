@@ -95,6 +95,7 @@ func run(ctx context.Context, c config, log zerolog.Logger) error {
 	if err != nil {
 		return err
 	}
+	defer rt.Close()
 	store, err := local.New(filepath.Join(c.root, "content"))
 	if err != nil {
 		return err

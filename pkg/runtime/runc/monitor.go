@@ -30,6 +30,9 @@ import (
 // monitorConfig is what Start sends the monitor on its stdin. It may hold
 // secrets (credentials in the NATS URL), so it is never written to disk.
 type monitorConfig struct {
+	// StateDir is the task's state dir; it is given here when the monitor
+	// was started ahead of time, without --state-dir.
+	StateDir  string `json:"stateDir,omitempty"`
 	ID        string `json:"id"`
 	Namespace string `json:"namespace"`
 	Bundle    string `json:"bundle"`
@@ -81,15 +84,31 @@ func MonitorMain(args []string) int {
 	// fd 3 is the ready pipe to Start: keep it out of runc and the task.
 	unix.CloseOnExec(3)
 	ready := os.NewFile(3, "ready")
-	if *stateDir == "" {
-		logger.Print("--state-dir is required")
-		return 2
-	}
 	var cfg monitorConfig
 	if err := json.NewDecoder(os.Stdin).Decode(&cfg); err != nil {
+		if *stateDir == "" && errors.Is(err, io.EOF) {
+			return 0 // a monitor started ahead of time, never used
+		}
 		logger.Printf("read config: %v", err)
 		report(ready, readyMsg{Error: "monitor: read config: " + err.Error(), Code: errdefs.Code(errdefs.ErrInternal)})
 		return 2
+	}
+	if *stateDir == "" {
+		// Started ahead of time: the state dir, and our log in it, come
+		// with the config.
+		*stateDir = cfg.StateDir
+		if *stateDir == "" {
+			report(ready, readyMsg{Error: "monitor: no state dir", Code: errdefs.Code(errdefs.ErrInternal)})
+			return 2
+		}
+		f, err := os.OpenFile(filepath.Join(*stateDir, MonitorLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if err != nil {
+			report(ready, readyMsg{Error: "monitor: log: " + err.Error(), Code: errdefs.Code(errdefs.ErrInternal)})
+			return 2
+		}
+		_ = unix.Dup2(int(f.Fd()), 1)
+		_ = unix.Dup2(int(f.Fd()), 2)
+		_ = f.Close()
 	}
 	m := &monitor{cfg: cfg, dir: *stateDir, log: logger, done: make(chan struct{})}
 	if err := m.run(ready); err != nil {

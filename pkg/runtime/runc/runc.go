@@ -30,6 +30,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -74,6 +75,10 @@ type Config struct {
 type Runtime struct {
 	cfg  Config
 	runc *gorunc.Runc
+
+	mu     sync.Mutex
+	spare  *monitorProc // a monitor started ahead of time, or nil
+	closed bool
 }
 
 var _ runtime.Runtime = (*Runtime)(nil)
@@ -232,6 +237,122 @@ func readTask(dir string) (taskInfo, bool, error) {
 }
 
 // startMonitor launches the monitor detached and waits for its report.
+// monitorProc is a started monitor process waiting for its config.
+type monitorProc struct {
+	cmd    *exec.Cmd
+	cfgW   *os.File // the config goes here (a pipe: it may carry credentials)
+	readyR *os.File // the monitor reports the task's start here
+	exited chan struct{}
+}
+
+func (p *monitorProc) release() {
+	_ = p.cfgW.Close()
+	_ = p.readyR.Close()
+}
+
+// spawnMonitor starts a monitor process. With dir empty it is started ahead
+// of time: it waits for a config naming its state dir and opens its log
+// there; until then its output goes nowhere, and it exits quietly if the
+// config pipe closes unused.
+func (r *Runtime) spawnMonitor(dir string) (*monitorProc, error) {
+	cfgR, cfgW, err := os.Pipe()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
+	}
+	defer cfgR.Close()
+	readyR, readyW, err := os.Pipe()
+	if err != nil {
+		_ = cfgW.Close()
+		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrUnavailable)
+	}
+	defer readyW.Close()
+	args := append([]string{}, r.cfg.MonitorCmd[1:]...)
+	var out *os.File
+	if dir != "" {
+		args = append(args, "--state-dir", dir)
+		if out, err = os.OpenFile(filepath.Join(dir, MonitorLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640); err != nil {
+			_ = cfgW.Close()
+			_ = readyR.Close()
+			return nil, fmt.Errorf("monitor log: %w: %w", err, errdefs.ErrUnavailable)
+		}
+		defer out.Close()
+	}
+	cmd := exec.Command(r.cfg.MonitorCmd[0], args...)
+	cmd.Dir = "/"
+	if dir != "" {
+		cmd.Dir = dir
+	}
+	cmd.Stdin = cfgR
+	if out != nil {
+		cmd.Stdout, cmd.Stderr = out, out
+	}
+	cmd.ExtraFiles = []*os.File{readyW}
+	// Its own session: no signals from the executor's terminal or process
+	// group, and no parent-death signal, so the executor's death leaves it
+	// running.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		_ = cfgW.Close()
+		_ = readyR.Close()
+		return nil, fmt.Errorf("start monitor %s: %w: %w", r.cfg.MonitorCmd[0], err, errdefs.ErrUnavailable)
+	}
+	p := &monitorProc{cmd: cmd, cfgW: cfgW, readyR: readyR, exited: make(chan struct{})}
+	// Reap the monitor when it exits while we run. If we die first it is
+	// reparented, and keeps running.
+	go func() { _ = cmd.Wait(); close(p.exited) }()
+	return p, nil
+}
+
+// takeSpare returns the monitor started ahead of time, if one is waiting,
+// and starts the next one in the background: a task start then skips the
+// monitor's process start (~10 ms).
+func (r *Runtime) takeSpare() *monitorProc {
+	r.mu.Lock()
+	p := r.spare
+	r.spare = nil
+	closed := r.closed
+	r.mu.Unlock()
+	if !closed {
+		go r.refill()
+	}
+	if p == nil {
+		return nil
+	}
+	select {
+	case <-p.exited:
+		p.release()
+		return nil
+	default:
+		return p
+	}
+}
+
+func (r *Runtime) refill() {
+	p, err := r.spawnMonitor("")
+	if err != nil {
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.spare != nil || r.closed {
+		p.release() // not needed: it exits on the closed config pipe
+		return
+	}
+	r.spare = p
+}
+
+// Close releases the monitor started ahead of time. Tasks are not touched.
+func (r *Runtime) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.closed = true
+	if r.spare != nil {
+		r.spare.release()
+		r.spare = nil
+	}
+	return nil
+}
+
 func (r *Runtime) startMonitor(ctx context.Context, opts runtime.CreateOpts, dir string) (int, error) {
 	cfg := monitorConfig{
 		ID: opts.ID, Namespace: opts.Namespace, Bundle: opts.Bundle, Stdin: opts.Stdin,
@@ -241,48 +362,28 @@ func (r *Runtime) startMonitor(ctx context.Context, opts runtime.CreateOpts, dir
 	if err != nil {
 		return 0, fmt.Errorf("start task %s: %w: %w", opts.ID, err, errdefs.ErrInternal)
 	}
-	// The config goes through a pipe: it may carry credentials.
-	cfgR, cfgW, err := os.Pipe()
-	if err != nil {
-		return 0, fmt.Errorf("start task %s: %w: %w", opts.ID, err, errdefs.ErrUnavailable)
+	p := r.takeSpare()
+	if p != nil {
+		// The spare learns its state dir from the config.
+		c := cfg
+		c.StateDir = dir
+		data, _ := json.Marshal(c)
+		if _, werr := p.cfgW.Write(data); werr != nil {
+			// It died while waiting: start one the usual way.
+			p.release()
+			p = nil
+		}
 	}
-	defer cfgR.Close()
-	readyR, readyW, err := os.Pipe()
-	if err != nil {
-		_ = cfgW.Close()
-		return 0, fmt.Errorf("start task %s: %w: %w", opts.ID, err, errdefs.ErrUnavailable)
+	var werr error
+	if p == nil {
+		if p, err = r.spawnMonitor(dir); err != nil {
+			return 0, fmt.Errorf("start task %s: %w", opts.ID, err)
+		}
+		_, werr = p.cfgW.Write(cfgData)
 	}
-	defer readyR.Close()
-	logf, err := os.OpenFile(filepath.Join(dir, MonitorLog), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
-	if err != nil {
-		_ = cfgW.Close()
-		_ = readyW.Close()
-		return 0, fmt.Errorf("start task %s: monitor log: %w: %w", opts.ID, err, errdefs.ErrUnavailable)
-	}
-	args := append(append([]string{}, r.cfg.MonitorCmd[1:]...), "--state-dir", dir)
-	cmd := exec.Command(r.cfg.MonitorCmd[0], args...)
-	cmd.Dir = dir
-	cmd.Stdin = cfgR
-	cmd.Stdout = logf
-	cmd.Stderr = logf
-	cmd.ExtraFiles = []*os.File{readyW}
-	// Its own session: no signals from the executor's terminal or process
-	// group, and no parent-death signal, so the executor's death leaves it
-	// running.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	err = cmd.Start()
-	_ = logf.Close()
-	_ = readyW.Close()
-	if err != nil {
-		_ = cfgW.Close()
-		return 0, fmt.Errorf("start task %s: start monitor %s: %w: %w", opts.ID, r.cfg.MonitorCmd[0], err, errdefs.ErrUnavailable)
-	}
-	// Reap the monitor when it exits while we run. If we die first it is
-	// reparented, and keeps running.
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	_, werr := cfgW.Write(cfgData)
-	_ = cfgW.Close()
+	_ = p.cfgW.Close()
+	defer p.readyR.Close()
+	cmd, exited, readyR := p.cmd, p.exited, p.readyR
 
 	msg, err := readReady(ctx, readyR, r.cfg.StartTimeout)
 	if werr != nil && err == nil && msg.Pid == 0 {
