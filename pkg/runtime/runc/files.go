@@ -151,22 +151,39 @@ func dialMonitor(dir string) (net.Conn, error) {
 }
 
 // monitorAlive reports whether pid is a live monitor for the state dir dir
-// (not a zombie, not a reused pid).
+// (not a zombie, not a reused pid): its command line names dir, or, for a
+// monitor started ahead of time (no --state-dir argument), its working
+// directory is dir (a monitor moves into its state dir before it reports).
 func monitorAlive(pid int, dir string) bool {
 	if pid <= 0 {
 		return false
 	}
-	cmdline, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	proc := "/proc/" + strconv.Itoa(pid)
+	cmdline, err := os.ReadFile(proc + "/cmdline")
 	if err != nil || len(cmdline) == 0 {
 		return false
 	}
 	args := bytes.Split(bytes.TrimRight(cmdline, "\x00"), []byte{0})
-	for i := 0; i+1 < len(args); i++ {
-		if string(args[i]) == "--state-dir" && string(args[i+1]) == dir {
-			return true
+	monitor := false
+	for i := 0; i < len(args); i++ {
+		switch string(args[i]) {
+		case "--state-dir":
+			return i+1 < len(args) && string(args[i+1]) == dir
+		case "monitor":
+			monitor = true
 		}
 	}
-	return false
+	if !monitor {
+		return false
+	}
+	cwd, err := os.Readlink(proc + "/cwd")
+	if err != nil {
+		return false
+	}
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	return cwd == dir
 }
 
 // oomKills reads the oom_kill counter from a cgroup v1 memory.oom_control or
