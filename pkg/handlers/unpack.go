@@ -215,7 +215,7 @@ func (u *Unpacker) unpack(ctx context.Context, ev *events.Envelope, p events.Unp
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if errs[i] = u.applyAndRecord(gctx, ev, c, i, true); errs[i] != nil {
+				if errs[i] = u.applyAndRecordWith(gctx, ctx, ev, c, i, true); errs[i] != nil {
 					cancel()
 				}
 			}()
@@ -262,30 +262,40 @@ func (u *Unpacker) unpack(ctx context.Context, ev *events.Envelope, p events.Unp
 // firstError returns the first permanent error, else the first error that
 // is not a cancellation caused by another's failure.
 func firstError(errs []error) error {
-	var first error
+	var first, canceled error
 	for _, err := range errs {
-		if err == nil {
-			continue
-		}
-		if errors.Is(err, context.Canceled) && first != nil {
-			continue
-		}
-		if events.IsPermanent(err) {
+		switch {
+		case err == nil:
+		case events.IsPermanent(err):
 			return err
-		}
-		if first == nil {
+		case errors.Is(err, context.Canceled):
+			// Cancelled because a sibling failed: that failure is the cause.
+			if canceled == nil {
+				canceled = err
+			}
+		case first == nil:
 			first = err
 		}
 	}
-	return first
+	if first != nil {
+		return first
+	}
+	return canceled
 }
 
 // applyAndRecord applies layer i if its snapshot is not there yet and
 // records layer-applied (once per operation and chainID). With wait false
 // it returns errNeedsParent instead of waiting for the parent snapshot.
 func (u *Unpacker) applyAndRecord(ctx context.Context, ev *events.Envelope, c chain, i int, wait bool) error {
+	return u.applyAndRecordWith(ctx, ctx, ev, c, i, wait)
+}
+
+// applyAndRecordWith applies under work (which a sibling's failure may
+// cancel) but records under rec: a layer that was applied is a fact to
+// record even when a sibling failed meanwhile.
+func (u *Unpacker) applyAndRecordWith(work, rec context.Context, ev *events.Envelope, c chain, i int, wait bool) error {
 	start := time.Now()
-	size, existing, err := u.apply(ctx, c, i, wait)
+	size, existing, err := u.apply(work, c, i, wait)
 	if errors.Is(err, errNeedsParent) {
 		return err
 	}
@@ -303,7 +313,7 @@ func (u *Unpacker) applyAndRecord(ctx context.Context, ev *events.Envelope, c ch
 	if err != nil {
 		return err
 	}
-	if _, err := u.Pub.Publish(ctx, out, events.WithMsgID("layer-applied/"+ev.Operation+"/"+c.chainIDs[i].String())); err != nil {
+	if _, err := u.Pub.Publish(rec, out, events.WithMsgID("layer-applied/"+ev.Operation+"/"+c.chainIDs[i].String())); err != nil {
 		return fmt.Errorf("record layer-applied: %w", err)
 	}
 	metrics.LayersApplied.WithLabelValues(metrics.Bool(existing)).Inc()
