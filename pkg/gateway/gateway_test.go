@@ -647,14 +647,12 @@ func TestUnreadableMessageSkipped(t *testing.T) {
 func TestServiceInfo(t *testing.T) {
 	h := newHarness(t)
 	h.start()
-	msg, err := h.nc.Request("$SRV.INFO."+api.ServiceName, nil, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Endpoints are added one by one after the service answers pings.
 	var info micro.Info
-	if err := json.Unmarshal(msg.Data, &info); err != nil {
-		t.Fatal(err)
-	}
+	natstest.Eventually(t, 5*time.Second, func() bool {
+		msg, err := h.nc.Request("$SRV.INFO."+api.ServiceName, nil, 5*time.Second)
+		return err == nil && json.Unmarshal(msg.Data, &info) == nil && len(info.Endpoints) == 17
+	}, "service info lists 17 endpoints")
 	if info.Name != api.ServiceName || info.Version != api.ServiceVersion || len(info.Endpoints) != 17 {
 		t.Fatalf("info = %+v", info)
 	}

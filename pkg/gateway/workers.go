@@ -24,14 +24,25 @@ func (g *Gateway) fetchersAlive(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("no fetcher has ever run here (start the fetchers, e.g. make up): %w", errdefs.ErrUnavailable)
 	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		return fmt.Errorf("fetcher consumer: %w: %w", err, errdefs.ErrUnavailable)
+	// A fetcher renews its request for work every 30 s; look a few times
+	// so that the instant between two requests does not count as absence.
+	for try := 0; ; try++ {
+		info, err := c.Info(ctx)
+		if err != nil {
+			return fmt.Errorf("fetcher consumer: %w: %w", err, errdefs.ErrUnavailable)
+		}
+		if info.NumWaiting > 0 || info.NumAckPending > 0 {
+			return nil
+		}
+		if try == 3 {
+			return fmt.Errorf("no fetcher is running (start the fetchers, e.g. make up): %w", errdefs.ErrUnavailable)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	if info.NumWaiting == 0 && info.NumAckPending == 0 {
-		return fmt.Errorf("no fetcher is running (start the fetchers, e.g. make up): %w", errdefs.ErrUnavailable)
-	}
-	return nil
 }
 
 // nodeWorkerAlive asks a node's worker service on subject; any answer, even

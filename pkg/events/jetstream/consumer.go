@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
@@ -101,14 +102,6 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 	if err != nil {
 		return err
 	}
-	it, err := cons.Messages(jetstream.PullMaxMessages(cfg.Concurrency))
-	if err != nil {
-		return fmt.Errorf("consume %s: %w", cfg.Durable, err)
-	}
-	go func() {
-		<-ctx.Done()
-		it.Stop()
-	}()
 	lagCtx, stopLag := context.WithCancel(ctx)
 	lagDone := make(chan struct{})
 	go func() {
@@ -120,29 +113,43 @@ func Consume(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig, h 
 		<-lagDone
 	}()
 
-	sem := make(chan struct{}, cfg.Concurrency)
+	// Each of Concurrency workers asks for one event only when it is free
+	// to handle it. A process holds no event it is not working on, so work
+	// spreads evenly over instances (a prefetching iterator let one busy
+	// fetcher sit on events an idle one could have taken).
 	var wg sync.WaitGroup
-	defer wg.Wait()
-	for {
-		msg, err := it.Next()
-		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
-				return nil
-			}
-			return fmt.Errorf("consume %s: %w", cfg.Durable, err)
-		}
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			return nil
-		}
+	for range cfg.Concurrency {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { <-sem }()
-			handleOne(ctx, &cfg, h, msg)
+			for ctx.Err() == nil {
+				msg, err := next(ctx, cons)
+				if err != nil {
+					if ctx.Err() == nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, context.DeadlineExceeded) {
+						cfg.Logger.Warn().Err(err).Str("consumer", cfg.Durable).Msg("fetching work failed; retrying")
+						select {
+						case <-ctx.Done():
+						case <-time.After(500 * time.Millisecond):
+						}
+					}
+					continue
+				}
+				handleOne(ctx, &cfg, h, msg)
+			}
 		}()
 	}
+	wg.Wait()
+	return nil
+}
+
+// pullWait is how long one request for work waits at the server.
+const pullWait = 30 * time.Second
+
+// next waits for one event, or until ctx ends or pullWait passes.
+func next(ctx context.Context, cons jetstream.Consumer) (jetstream.Msg, error) {
+	fctx, cancel := context.WithTimeout(ctx, pullWait)
+	defer cancel()
+	return cons.Next(jetstream.FetchContext(fctx))
 }
 
 // sampleLag samples the consumer's pending counts into the metrics every
