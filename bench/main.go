@@ -174,15 +174,22 @@ func (b *bench) run(ctx context.Context) error {
 		return err
 	}
 	b.reg = reg
-	if b.imgs, err = b.buildImages(ctx); err != nil {
-		return err
+	if !b.scalingOnly() {
+		if b.imgs, err = b.buildImages(ctx); err != nil {
+			return err
+		}
+		if err := b.reg.warm(); err != nil {
+			return err
+		}
+		for _, fs := range b.cfg.fss {
+			if err := b.measureFS(ctx, fs); err != nil {
+				return fmt.Errorf("%s: %w", fs, err)
+			}
+		}
 	}
-	if err := b.reg.warm(); err != nil {
-		return err
-	}
-	for _, fs := range b.cfg.fss {
-		if err := b.measureFS(ctx, fs); err != nil {
-			return fmt.Errorf("%s: %w", fs, err)
+	if b.want("scaling") {
+		if err := b.scaling(ctx); err != nil {
+			return fmt.Errorf("scaling: %w", err)
 		}
 	}
 	if b.cfg.pprof {

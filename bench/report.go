@@ -173,6 +173,9 @@ func (b *bench) report() string {
 	}
 
 	for _, fs := range b.cfg.fss {
+		if !b.hasFS(fs) {
+			continue
+		}
 		p("## Results: %s\n\n", fsTitle(fs))
 		p("| scenario | stevedore median [min–max] | containerd median [min–max] | ratio | goal |\n|---|---|---|---|---|\n")
 		for _, scen := range []string{"debian", "multi-gzip", "multi-zstd", "shared10", "bytes", "present", "run", "busybox"} {
@@ -215,6 +218,7 @@ func (b *bench) report() string {
 		b.timelineTable(&w, fs)
 		b.runTimelineTable(&w, fs)
 	}
+	b.scalingTable(&w)
 	if len(b.profiles) > 0 {
 		p("## CPU profile of one multi-layer pull (BENCH_PPROF=1)\n\n")
 		p("`perf record -a -g -F 499` during the pull (the daemons have no pprof endpoint); full reports in bench/out/. Top entries (self time):\n\n")
