@@ -212,8 +212,9 @@ func (g *Gateway) containersCreate(ctx context.Context, req micro.Request) (any,
 }
 
 // appendSerialized publishes ev only if the last event on filter is still
-// at lastSeq (an error wrapping sdjs.ErrWrongLastSequence otherwise), and
-// waits (bounded) for the view to apply it.
+// at lastSeq (an error wrapping sdjs.ErrWrongLastSequence otherwise). It
+// does not wait for the view: a client follows the container's events from
+// the returned sequence, and reads catch the view up to the log first.
 func (g *Gateway) appendSerialized(ctx context.Context, ev *events.Envelope, msgID string, lastSeq uint64, filter string) (uint64, error) {
 	seq, err := g.cfg.Publisher.Publish(ctx, ev, events.WithMsgID(msgID), events.WithExpectLastSeqFor(lastSeq, filter))
 	if errors.Is(err, sdjs.ErrWrongLastSequence) {
@@ -224,7 +225,6 @@ func (g *Gateway) appendSerialized(ctx context.Context, ev *events.Envelope, msg
 	}
 	g.log.Info().Str("type", string(ev.Type)).Str("ns", ev.Namespace).Str("op", ev.Operation).
 		Str("actor", ev.Actor).Uint64("seq", seq).Msg("event appended")
-	g.awaitView(ctx, seq)
 	return seq, nil
 }
 

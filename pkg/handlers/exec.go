@@ -178,22 +178,33 @@ func (e *Executor) OnFailure(ctx context.Context, ev *events.Envelope, cause err
 // against the container's last event (retried when another append won the
 // race) and deduplicated by msgID.
 func (e *Executor) record(ctx context.Context, cause *events.Envelope, id string, t events.Type, payload any, msgID string) error {
-	out, err := events.New(events.MetaFrom(cause, e.Node), t, events.ContainerAggregate(id), payload)
-	if err != nil {
-		return err
-	}
-	_, err = e.append(ctx, cause.Namespace, id, out, msgID)
+	_, err := e.recordAfter(ctx, cause, id, t, payload, msgID, 0)
 	return err
 }
 
-func (e *Executor) append(ctx context.Context, ns, id string, out *events.Envelope, msgID string) (uint64, error) {
+// recordAfter is record for a caller that knows the container's last
+// sequence (after, if not 0): the first attempt expects it without asking
+// the log. It returns the new event's sequence.
+func (e *Executor) recordAfter(ctx context.Context, cause *events.Envelope, id string, t events.Type, payload any, msgID string, after uint64) (uint64, error) {
+	out, err := events.New(events.MetaFrom(cause, e.Node), t, events.ContainerAggregate(id), payload)
+	if err != nil {
+		return 0, err
+	}
+	return e.append(ctx, cause.Namespace, id, out, msgID, after)
+}
+
+func (e *Executor) append(ctx context.Context, ns, id string, out *events.Envelope, msgID string, after uint64) (uint64, error) {
 	filter := containerFilter(ns, id)
 	for attempt := 0; ; attempt++ {
-		var last uint64
-		if ev, err := e.LastEvent(ctx, filter); err != nil {
-			return 0, err
-		} else if ev != nil {
-			last = ev.Seq
+		last := after
+		if attempt > 0 || after == 0 {
+			if ev, err := e.LastEvent(ctx, filter); err != nil {
+				return 0, err
+			} else if ev != nil {
+				last = ev.Seq
+			} else {
+				last = 0
+			}
 		}
 		seq, err := e.Pub.Publish(ctx, out, events.WithMsgID(msgID), events.WithExpectLastSeqFor(last, filter))
 		if errors.Is(err, events.ErrWrongLastSequence) && attempt < 20 {
@@ -239,6 +250,15 @@ func (e *Executor) created(ctx context.Context, ns, id string) (*events.Containe
 }
 
 func (e *Executor) create(ctx context.Context, ev *events.Envelope, p events.ContainerCreateRequested) error {
+	// Usually the request is the container's last event: nothing happened
+	// since, so this is its first delivery.
+	last, err := e.LastEvent(ctx, containerFilter(ev.Namespace, p.ID))
+	if err != nil {
+		return err
+	}
+	if last != nil && last.Seq == ev.Seq {
+		return e.createNew(ctx, ev, p)
+	}
 	// Redelivered after the container was made (a crash before the ack)?
 	if c, err := e.created(ctx, ev.Namespace, p.ID); err != nil {
 		return err
@@ -253,17 +273,23 @@ func (e *Executor) create(ctx context.Context, ev *events.Envelope, p events.Con
 	} else if failed != nil && failed.Seq > ev.Seq {
 		return nil
 	}
+	return e.createNew(ctx, ev, p)
+}
+
+// createNew makes the container (and starts it, with p.Start).
+func (e *Executor) createNew(ctx context.Context, ev *events.Envelope, p events.ContainerCreateRequested) error {
 	created, err := e.prepare(ctx, ev.Namespace, p)
 	if err != nil {
 		e.cleanup(ctx, ev.Namespace, p.ID)
 		return e.fail(ctx, ev, p.ID, events.TypeContainerCreateFailed, err, nil)
 	}
-	if err := e.record(ctx, ev, p.ID, events.TypeContainerCreated, created, "container-created/"+ev.ID); err != nil {
+	seq, err := e.recordAfter(ctx, ev, p.ID, events.TypeContainerCreated, created, "container-created/"+ev.ID, ev.Seq)
+	if err != nil {
 		return err
 	}
 	e.Log.Info().Str("id", p.ID).Str("image", p.Image).Msg("container created")
 	if p.Start {
-		return e.start(ctx, ev, p.ID, p.Stdin, p.Rm)
+		return e.startAfter(ctx, ev, p.ID, p.Stdin, p.Rm, seq)
 	}
 	return nil
 }
@@ -440,6 +466,12 @@ func (e *Executor) startIfNew(ctx context.Context, ev *events.Envelope, id strin
 }
 
 func (e *Executor) start(ctx context.Context, ev *events.Envelope, id string, stdin, rm bool) error {
+	return e.startAfter(ctx, ev, id, stdin, rm, 0)
+}
+
+// startAfter starts the task; after is the container's last sequence if
+// the caller knows it (0 if not).
+func (e *Executor) startAfter(ctx context.Context, ev *events.Envelope, id string, stdin, rm bool, after uint64) error {
 	ns := ev.Namespace
 	pid := 0
 	if st, err := e.Runtime.State(ctx, id); err == nil && st.Status == runtime.StatusRunning {
@@ -463,7 +495,7 @@ func (e *Executor) start(ctx context.Context, ev *events.Envelope, id string, st
 		}
 	}
 	startedAt := time.Now().UTC()
-	if err := e.record(ctx, ev, id, events.TypeTaskStarted, events.TaskStarted{ID: id, Pid: pid, StartedAt: startedAt}, "task-started/"+ev.ID); err != nil {
+	if _, err := e.recordAfter(ctx, ev, id, events.TypeTaskStarted, events.TaskStarted{ID: id, Pid: pid, StartedAt: startedAt}, "task-started/"+ev.ID, after); err != nil {
 		return err
 	}
 	metrics.TasksStarted.Inc()
@@ -504,6 +536,38 @@ func (e *Executor) watch(cause *events.Envelope, id string, rm bool) {
 // exited records a task's exit and, for --rm containers, removes them.
 func (e *Executor) exited(ctx context.Context, cause *events.Envelope, id string, exit runtime.Exit, rm bool) {
 	defer e.lock(id)()
+	// Usually the task's start is the container's last event: record the
+	// exit after it and, for --rm, tear the container down meanwhile.
+	last, err := e.LastEvent(ctx, containerFilter(cause.Namespace, id))
+	if err == nil && last != nil && last.Type == events.TypeTaskStarted {
+		var torn chan struct{}
+		if rm {
+			torn = make(chan struct{})
+			go func() {
+				defer close(torn)
+				e.cleanup(ctx, cause.Namespace, id)
+			}()
+		}
+		seq, err := e.recordAfter(ctx, cause, id, events.TypeTaskExited, taskExited(id, exit), exitMsgID(id, last.Seq), last.Seq)
+		if err != nil {
+			e.Log.Error().Err(err).Str("id", id).Msg("recording task exit failed; a restart will reconcile it")
+		} else {
+			e.Log.Info().Str("id", id).Int("code", exit.Code).Bool("oom", exit.OOMKilled).Msg("task exited")
+		}
+		if !rm {
+			return
+		}
+		<-torn
+		if err != nil {
+			return
+		}
+		if _, err := e.recordAfter(ctx, cause, id, events.TypeContainerDeleted, events.ContainerDeleted{ID: id}, "container-deleted/rm/"+id, seq); err != nil {
+			e.Log.Error().Err(err).Str("id", id).Msg("recording the removal of a --rm container failed")
+			return
+		}
+		e.Log.Info().Str("id", id).Msg("container deleted")
+		return
+	}
 	if err := e.recordExit(ctx, cause, id, exit); err != nil {
 		e.Log.Error().Err(err).Str("id", id).Msg("recording task exit failed; a restart will reconcile it")
 		return
@@ -517,6 +581,18 @@ func (e *Executor) exited(ctx context.Context, cause *events.Envelope, id string
 	if err := e.remove(ctx, cause, id, "container-deleted/rm/"+id); err != nil {
 		e.Log.Error().Err(err).Str("id", id).Msg("removing --rm container failed")
 	}
+}
+
+func taskExited(id string, exit runtime.Exit) events.TaskExited {
+	return events.TaskExited{
+		ID: id, Code: exit.Code, Signal: exit.Signal, OOMKilled: exit.OOMKilled, StartedAt: exit.StartedAt, ExitedAt: exit.ExitedAt,
+	}
+}
+
+// exitMsgID deduplicates the record of the exit of the task started at
+// sequence started.
+func exitMsgID(id string, started uint64) string {
+	return fmt.Sprintf("task-exited/%s/%d", id, started)
 }
 
 // recordExit records the task's exit unless it is recorded already (after
@@ -538,10 +614,7 @@ func (e *Executor) recordExit(ctx context.Context, cause *events.Envelope, id st
 	if c, err := e.created(ctx, ns, id); err != nil || c == nil {
 		return err
 	}
-	msgID := fmt.Sprintf("task-exited/%s/%d", id, started.Seq)
-	if err := e.record(ctx, cause, id, events.TypeTaskExited, events.TaskExited{
-		ID: id, Code: exit.Code, Signal: exit.Signal, OOMKilled: exit.OOMKilled, StartedAt: exit.StartedAt, ExitedAt: exit.ExitedAt,
-	}, msgID); err != nil {
+	if err := e.record(ctx, cause, id, events.TypeTaskExited, taskExited(id, exit), exitMsgID(id, started.Seq)); err != nil {
 		return err
 	}
 	metrics.TasksExited.WithLabelValues(metrics.ExitClass(exit.Code, exit.Signal, exit.OOMKilled)).Inc()

@@ -135,7 +135,8 @@ type monitor struct {
 	log  *log.Logger
 	runc *gorunc.Runc
 
-	nc       *nats.Conn
+	nc       *nats.Conn    // set by connectNATS; read after natsDone is closed
+	natsDone chan struct{} // closed once connectNATS returned
 	stdinSub *nats.Subscription
 	stdinW   *os.File // our end of the task's stdin; nil without Stdin
 	stdinEOF atomic.Bool
@@ -285,7 +286,13 @@ func (m *monitor) start() (pid int, startedAt time.Time, copies *copiers, err er
 	defer tio.closeTaskEnds()
 	m.stdinW = tio.stdinW
 
-	m.connectNATS()
+	// Connect to NATS while runc starts the container; everything that
+	// uses the connection waits for natsDone.
+	m.natsDone = make(chan struct{})
+	go func() {
+		defer close(m.natsDone)
+		m.connectNATS()
+	}()
 
 	outLog, err := openLog(filepath.Join(m.dir, StdoutLog))
 	if err != nil {
@@ -330,6 +337,8 @@ func (m *monitor) start() (pid int, startedAt time.Time, copies *copiers, err er
 	if err != nil {
 		return fail(classed(errdefs.ErrInternal, "monitor: parse task pid %q: %v", data, err))
 	}
+	// Stdin must be subscribed before anyone learns the task started.
+	<-m.natsDone
 	return pid, time.Now().UTC(), copies, nil
 }
 
@@ -454,14 +463,23 @@ func (m *monitor) onStdin(msg *nats.Msg) {
 // publisher returns a func publishing a chunk of stream, or nil without
 // NATS.
 func (m *monitor) publisher(stream string) func([]byte) error {
-	if m.nc == nil {
+	if m.cfg.NATSURL == "" {
 		return nil
 	}
 	subj := runtime.IOSubject(m.cfg.Namespace, m.cfg.ID, stream)
-	return func(b []byte) error { return m.nc.Publish(subj, b) }
+	return func(b []byte) error {
+		<-m.natsDone
+		if m.nc == nil {
+			return nil // could not connect: the logs have it
+		}
+		return m.nc.Publish(subj, b)
+	}
 }
 
 func (m *monitor) closeNATS() {
+	if m.natsDone != nil {
+		<-m.natsDone
+	}
 	if m.nc == nil {
 		return
 	}
