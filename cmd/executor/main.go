@@ -125,18 +125,9 @@ func run(ctx context.Context, c config, log zerolog.Logger) error {
 		Durable: "executor-" + c.node, Filters: e.Filters(), Concurrency: 16,
 		AckWait: c.ackWait, MaxAttempts: c.maxAttempts, OnFailure: e.OnFailure, Logger: log,
 	}
-	for {
-		if _, err := sdjs.EnsureConsumer(ctx, js, cfg); err == nil {
-			break
-		} else if ctx.Err() != nil {
-			return fmt.Errorf("waiting for the event log: %w", err)
-		} else {
-			log.Info().Err(err).Msg("waiting for the event log")
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(500 * time.Millisecond):
-		}
+	// The stream is the gateway's to create: wait for it.
+	if err := sdjs.AwaitConsumer(ctx, js, cfg); err != nil {
+		return err
 	}
 	if err := e.Reconcile(ctx); err != nil {
 		return err

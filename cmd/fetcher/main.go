@@ -123,19 +123,9 @@ func run(ctx context.Context, c config, log zerolog.Logger) error {
 		Durable: "fetcher", Filters: f.Filters(), Concurrency: c.concurrency,
 		AckWait: c.ackWait, MaxAttempts: c.maxAttempts, OnFailure: f.OnFailure, Logger: log,
 	}
-	// The stream is the gateway's to create; wait for it.
-	for {
-		if _, err := sdjs.EnsureConsumer(ctx, js, cfg); err == nil {
-			break
-		} else if ctx.Err() != nil {
-			return fmt.Errorf("waiting for the event log: %w", err)
-		} else {
-			log.Info().Err(err).Msg("waiting for the event log")
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(500 * time.Millisecond):
-		}
+	// The stream is the gateway's to create: wait for it.
+	if err := sdjs.AwaitConsumer(ctx, js, cfg); err != nil {
+		return err
 	}
 	// A micro service with no endpoints: nats micro ls/info/stats list each
 	// fetcher with its node.

@@ -158,18 +158,9 @@ func run(ctx context.Context, c config, log zerolog.Logger) error {
 		Concurrency: 4*c.parallel + 4,
 		AckWait:     c.ackWait, MaxAttempts: c.maxAttempts, OnFailure: u.OnFailure, Logger: log,
 	}
-	for {
-		if _, err := sdjs.EnsureConsumer(ctx, js, cfg); err == nil {
-			break
-		} else if ctx.Err() != nil {
-			return fmt.Errorf("waiting for the event log: %w", err)
-		} else {
-			log.Info().Err(err).Msg("waiting for the event log")
-		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(500 * time.Millisecond):
-		}
+	// The stream is the gateway's to create: wait for it.
+	if err := sdjs.AwaitConsumer(ctx, js, cfg); err != nil {
+		return err
 	}
 	svc, err := nodesvc.Start(nodesvc.Config{Conn: nc, Snapshotter: sn, Name: name, Publisher: pub, Node: c.node, Logger: log})
 	if err != nil {

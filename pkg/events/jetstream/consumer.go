@@ -288,3 +288,23 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
+
+// AwaitConsumer is EnsureConsumer for a worker that may start before the
+// gateway has created the events stream: it retries every half second,
+// logging that it waits, until the consumer exists or ctx ends.
+func AwaitConsumer(ctx context.Context, js jetstream.JetStream, cfg ConsumerConfig) error {
+	for {
+		_, err := EnsureConsumer(ctx, js, cfg)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("waiting for the event log: %w", err)
+		}
+		cfg.Logger.Info().Err(err).Msg("waiting for the event log")
+		select {
+		case <-ctx.Done():
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
