@@ -160,12 +160,12 @@ func run(ctx context.Context, c config, log zerolog.Logger) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- gw.Run(ctx) }()
-	// The service is registered as soon as Run starts; give it a moment
-	// before announcing readiness, and fail fast if Run fails.
+	// Announce readiness once every endpoint is served; fail fast if Run
+	// fails first.
 	select {
 	case err := <-errc:
 		return err
-	case <-time.After(200 * time.Millisecond):
+	case <-gw.Ready():
 	}
 	removeReady, err := daemon.ReadyFile(c.readyFile)
 	if err != nil {

@@ -533,10 +533,15 @@ func runGateway(t *testing.T, s *natstest.Server) {
 		}
 		_ = v.Close()
 	})
-	natstest.Eventually(t, 5*time.Second, func() bool {
-		_, err := s.Conn.Request("$SRV.PING."+api.ServiceName, nil, time.Second)
-		return err == nil
-	}, "gateway did not come up")
+	// Serving once every endpoint is subscribed.
+	select {
+	case <-gw.Ready():
+	case err := <-done:
+		done <- err // for the cleanup
+		t.Fatalf("gateway: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("gateway service did not come up")
+	}
 }
 
 func TestHistoryOfAnOperationTheGatewayKnows(t *testing.T) {

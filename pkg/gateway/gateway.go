@@ -102,6 +102,7 @@ type Gateway struct {
 	platform string
 
 	started atomic.Bool
+	ready   chan struct{} // closed once every endpoint is subscribed
 
 	mu       sync.Mutex // guards stopping and wg.Add
 	stopping bool
@@ -137,6 +138,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg:      cfg,
 		log:      cfg.Logger.With().Str("component", "gateway").Str("node", cfg.Node).Logger(),
 		platform: plat.String(),
+		ready:    make(chan struct{}),
 		sem:      make(chan struct{}, maxInFlight),
 	}, nil
 }
@@ -172,6 +174,7 @@ func (g *Gateway) Run(ctx context.Context) error {
 		<-projDone
 		return err
 	}
+	close(g.ready)
 	g.log.Info().Str("service", api.ServiceName).Str("version", api.ServiceVersion).
 		Uint64("applied", g.cfg.View.AppliedSeq()).Msg("gateway serving")
 
@@ -248,8 +251,18 @@ func (g *Gateway) startService() (micro.Service, error) {
 			return nil, fmt.Errorf("gateway: add endpoint %s: %w", ep.subject, err)
 		}
 	}
+	// micro answers pings as soon as the service is added; make sure the
+	// server holds every endpoint's subscription before Ready says so.
+	if err := g.cfg.Conn.FlushTimeout(5 * time.Second); err != nil {
+		_ = svc.Stop()
+		return nil, fmt.Errorf("gateway: register endpoints: %w: %w", err, errdefs.ErrUnavailable)
+	}
 	return svc, nil
 }
+
+// Ready is closed once Run serves every endpoint. A client that saw the
+// service answer a ping may still find a later endpoint missing before then.
+func (g *Gateway) Ready() <-chan struct{} { return g.ready }
 
 // wrap runs fn for each request in its own goroutine (micro calls handlers
 // one at a time per endpoint, and some requests wait for the view), at most

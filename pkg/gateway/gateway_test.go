@@ -127,11 +127,15 @@ func (h *harness) start() *running {
 	r := &running{gw: gw, view: v, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- gw.Run(ctx) }()
 	h.t.Cleanup(func() { r.stop(h.t) })
-	// Serving once the service answers a ping.
-	natstest.Eventually(h.t, 5*time.Second, func() bool {
-		_, err := h.nc.Request("$SRV.PING."+api.ServiceName, nil, time.Second)
-		return err == nil
-	}, "gateway service did not come up")
+	// Serving once every endpoint is subscribed.
+	select {
+	case <-r.gw.Ready():
+	case err := <-r.done:
+		r.done <- err // for the cleanup
+		h.t.Fatalf("gateway: %v", err)
+	case <-time.After(5 * time.Second):
+		h.t.Fatal("gateway service did not come up")
+	}
 	return r
 }
 

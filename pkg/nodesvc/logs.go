@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/micro"
@@ -50,6 +51,10 @@ func StartLogs(cfg LogsConfig) (micro.Service, error) {
 	if err := svc.AddEndpoint("logs", h, micro.WithEndpointSubject(api.TaskLogsSubject(cfg.Node))); err != nil {
 		_ = svc.Stop()
 		return nil, fmt.Errorf("executor service: %w", err)
+	}
+	if err := cfg.Conn.FlushTimeout(5 * time.Second); err != nil {
+		_ = svc.Stop()
+		return nil, fmt.Errorf("executor service: %w: %w", err, errdefs.ErrUnavailable)
 	}
 	return svc, nil
 }

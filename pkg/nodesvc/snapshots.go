@@ -65,6 +65,11 @@ func Start(cfg Config) (micro.Service, error) {
 			return nil, fmt.Errorf("snapshot service endpoint %s: %w", ep.verb, err)
 		}
 	}
+	// Serving once the server holds every endpoint's subscription.
+	if err := cfg.Conn.FlushTimeout(5 * time.Second); err != nil {
+		_ = svc.Stop()
+		return nil, fmt.Errorf("snapshot service: %w: %w", err, errdefs.ErrUnavailable)
+	}
 	return svc, nil
 }
 
