@@ -280,13 +280,10 @@ func LastSeq(ctx context.Context, js jetstream.JetStream) (uint64, error) {
 // sequences (FirstSeq above 1 means older events have aged out), message
 // and byte counts.
 func StreamState(ctx context.Context, js jetstream.JetStream) (jetstream.StreamState, error) {
+	// One STREAM.INFO: the handle js.Stream returns carries the info it read.
 	s, err := js.Stream(ctx, events.EventsStream)
 	if err != nil {
 		return jetstream.StreamState{}, fmt.Errorf("events stream: %w", err)
 	}
-	info, err := s.Info(ctx)
-	if err != nil {
-		return jetstream.StreamState{}, fmt.Errorf("events stream info: %w", err)
-	}
-	return info.State, nil
+	return s.CachedInfo().State, nil
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -117,9 +118,9 @@ func (p *Publisher) Publish(ctx context.Context, ev *events.Envelope, opts ...ev
 // event of a newer schema version comes back as stored (its Version says
 // so).
 func LastFor(ctx context.Context, js jetstream.JetStream, filter string) (*events.Envelope, error) {
-	s, err := js.Stream(ctx, events.EventsStream)
+	s, err := eventsStream(ctx, js)
 	if err != nil {
-		return nil, fmt.Errorf("events stream: %w", err)
+		return nil, err
 	}
 	raw, err := s.GetLastMsgForSubject(ctx, filter)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -134,6 +135,24 @@ func LastFor(ctx context.Context, js jetstream.JetStream, filter string) (*event
 	}
 	ev.Seq = raw.Sequence
 	return ev, nil
+}
+
+// streams caches each JetStream's handle on the events stream: getting
+// one costs a STREAM.INFO round trip, and LastFor is on the hot path of
+// every worker decision. A handle names the stream and nothing else that
+// goes stale: its requests go by name.
+var streams sync.Map // jetstream.JetStream → jetstream.Stream
+
+func eventsStream(ctx context.Context, js jetstream.JetStream) (jetstream.Stream, error) {
+	if s, ok := streams.Load(js); ok {
+		return s.(jetstream.Stream), nil
+	}
+	s, err := js.Stream(ctx, events.EventsStream)
+	if err != nil {
+		return nil, fmt.Errorf("events stream: %w", err)
+	}
+	streams.Store(js, s)
+	return s, nil
 }
 
 // Decode turns a stream message into an envelope with its sequence set,
