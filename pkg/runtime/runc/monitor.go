@@ -207,6 +207,22 @@ func (m *monitor) run(ready *os.File) error {
 	}
 	m.log.Printf("task %s exited: code %d %s oom=%v", m.cfg.ID, exit.Code, exit.Signal, exit.OOMKilled)
 
+	// runc's record of the container (its state and cgroup) goes now, while
+	// the exit is reported: the cgroup is freed at once, and a removal of the
+	// container no longer waits for a runc process (~7 ms). The monitor
+	// exits only once it is done, which is what Delete waits for. Forced, so
+	// that processes left in the cgroup do not keep it.
+	deleted := make(chan struct{})
+	go func() {
+		defer close(deleted)
+		ctx, cancel := context.WithTimeout(context.Background(), runcTimeout)
+		defer cancel()
+		if err := m.runc.Delete(ctx, m.cfg.ID, &gorunc.DeleteOpts{Force: true}); err != nil {
+			m.log.Printf("runc delete: %v", m.runcFailure("delete", err))
+		}
+	}()
+	defer func() { <-deleted }()
+
 	// Everything the task wrote reaches the logs and NATS before anyone
 	// learns it exited.
 	copies.drain(drainTimeout, m.log)

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	gorunc "github.com/containerd/go-runc"
+	"golang.org/x/sys/unix"
 
 	"github.com/stevedore/stevedore/pkg/errdefs"
 	"github.com/stevedore/stevedore/pkg/runtime"
@@ -303,18 +304,15 @@ func (r *Runtime) spawnMonitor(dir string) (*monitorProc, error) {
 	return p, nil
 }
 
-// takeSpare returns the monitor started ahead of time, if one is waiting,
-// and starts the next one in the background: a task start then skips the
-// monitor's process start (~10 ms).
+// takeSpare returns the monitor started ahead of time, if one is waiting:
+// a task start then skips the monitor's process start (~10 ms). The caller
+// starts the next one with refill once its task started, so that the new
+// process does not compete with runc for the CPU.
 func (r *Runtime) takeSpare() *monitorProc {
 	r.mu.Lock()
 	p := r.spare
 	r.spare = nil
-	closed := r.closed
 	r.mu.Unlock()
-	if !closed {
-		go r.refill()
-	}
 	if p == nil {
 		return nil
 	}
@@ -328,6 +326,12 @@ func (r *Runtime) takeSpare() *monitorProc {
 }
 
 func (r *Runtime) refill() {
+	r.mu.Lock()
+	skip := r.closed || r.spare != nil
+	r.mu.Unlock()
+	if skip {
+		return
+	}
 	p, err := r.spawnMonitor("")
 	if err != nil {
 		return
@@ -363,6 +367,7 @@ func (r *Runtime) startMonitor(ctx context.Context, opts runtime.CreateOpts, dir
 		return 0, fmt.Errorf("start task %s: %w: %w", opts.ID, err, errdefs.ErrInternal)
 	}
 	p := r.takeSpare()
+	defer func() { go r.refill() }()
 	if p != nil {
 		// The spare learns its state dir from the config.
 		c := cfg
@@ -524,6 +529,12 @@ func (r *Runtime) Wait(ctx context.Context, id string) (runtime.Exit, error) {
 			// The monitor closed without an exit: it is ending or died;
 			// look again.
 		}
+		// The monitor records the exit before it stops listening: a refused
+		// connection usually means the exit is there now. (Without this
+		// look, a task that exits before Wait is called waits a poll.)
+		if e, ok, err := readExit(dir); err != nil || ok {
+			return e, err
+		}
 		e, gone, err := r.exitIfGone(ctx, id, dir)
 		if err != nil || gone {
 			return e, err
@@ -613,6 +624,32 @@ func recordExitOnce(dir string, e runtime.Exit) (runtime.Exit, error) {
 		return e, fmt.Errorf("record exit: %w", err)
 	}
 	return e, nil
+}
+
+// waitGone waits until process pid has exited, at most timeout or until
+// ctx ends.
+func waitGone(ctx context.Context, pid int, timeout time.Duration) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return // gone already (ESRCH), or no pidfds: do not wait
+	}
+	defer unix.Close(fd)
+	deadline := time.Now().Add(timeout)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	for {
+		left := time.Until(deadline)
+		if left <= 0 || ctx.Err() != nil {
+			return
+		}
+		// Poll in short slices so that a cancelled ctx is noticed.
+		ms := int(min(left, 100*time.Millisecond) / time.Millisecond)
+		n, err := unix.Poll([]unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}, max(ms, 1))
+		if n > 0 || (err != nil && err != unix.EINTR) {
+			return
+		}
+	}
 }
 
 func readMonitorPid(dir string) int {
@@ -757,6 +794,18 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 	dir, derr := r.stateDir(id)
 	if derr != nil && !errors.Is(derr, errdefs.ErrNotFound) {
 		return derr
+	}
+	if derr == nil {
+		// A monitor whose task exited removes runc's record itself and
+		// then exits: wait for that rather than run runc again.
+		if pid := readMonitorPid(dir); monitorAlive(pid, dir) {
+			if _, exited, _ := readExit(dir); exited {
+				waitGone(ctx, pid, deleteWait)
+			}
+		}
+		if !r.runcKnows(id) {
+			return nil
+		}
 	}
 	if derr != nil {
 		if !r.runcKnows(id) {

@@ -566,6 +566,43 @@ func TestDelete(t *testing.T) {
 	}
 }
 
+// TestExitRemovesRuncRecord: once a task exited, its monitor removes runc's
+// record (state and cgroup) by itself; the task still reads as stopped with
+// its exit, and Delete has nothing left to do.
+func TestExitRemovesRuncRecord(t *testing.T) {
+	e := newEnv(t)
+	id := e.id("t")
+	e.mustStart(id, sh("exit 3"), nil)
+	if ex := e.wait(id); ex.Code != 3 {
+		t.Fatalf("exit = %+v, want 3", ex)
+	}
+	ctx := context.Background()
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(e.cfg.Root, id))
+		return errors.Is(err, os.ErrNotExist)
+	}, "runc still has a record of %s after its exit", id)
+	out, err := exec.Command("runc", "--root", e.cfg.Root, "list", "-q").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), id) {
+		t.Errorf("runc list still shows %s:\n%s", id, out)
+	}
+	st, err := e.rt.State(ctx, id)
+	if err != nil || st.Status != runtime.StatusStopped {
+		t.Errorf("State = %+v, %v; want stopped", st, err)
+	}
+	if ex, ok, err := e.rt.Exit(ctx, id); err != nil || !ok || ex.Code != 3 {
+		t.Errorf("Exit = %+v, %v, %v; want 3", ex, ok, err)
+	}
+	if err := e.rt.Delete(ctx, id, false); err != nil {
+		t.Errorf("Delete: %v, want nil", err)
+	}
+	if err := e.rt.Delete(ctx, id, true); err != nil {
+		t.Errorf("forced Delete: %v, want nil", err)
+	}
+}
+
 func TestUnknownTask(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
