@@ -289,6 +289,20 @@ func leftovers(t *testing.T, root string) []string {
 	return out
 }
 
+// settled is leftovers once there are want of them, or after a few
+// seconds: Remove deletes a removed snapshot's directory in the background.
+func settled(t *testing.T, root string, want int) []string {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		l := leftovers(t, root)
+		if len(l) == want || time.Now().After(deadline) {
+			return l
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func wantErr(t *testing.T, what string, err, class error) {
 	t.Helper()
 	if !errors.Is(err, class) {
@@ -728,7 +742,7 @@ func testRemoveWithChildren(t *testing.T, h *harness) {
 	if n := walkKeys(t, h.sn); len(n) != 0 {
 		t.Errorf("Walk after removing all = %v", n)
 	}
-	if l := leftovers(t, h.root); len(l) != 0 {
+	if l := settled(t, h.root, 0); len(l) != 0 {
 		t.Errorf("Remove left %v", l)
 	}
 	// A removed name can be applied again.
@@ -1023,7 +1037,7 @@ func testConcurrentLifecycle(t *testing.T, h *harness) {
 	if _, hasBase := got["base"]; len(got) > 1 || len(got) == 1 && !hasBase {
 		t.Errorf("after the lifecycles Walk = %v, want at most base", got)
 	}
-	if l := leftovers(t, h.root); len(l) != len(got) {
+	if l := settled(t, h.root, len(got)); len(l) != len(got) {
 		t.Errorf("after the lifecycles %d snapshots but %v on disk", len(got), l)
 	}
 }

@@ -145,6 +145,7 @@ type Engine struct {
 	inflight map[string]*flight // keys being created
 	pins     map[string]int     // keys that snapshots are being created over, or being committed
 	ops      sync.WaitGroup     // flights under way; Close waits for them
+	bg       sync.WaitGroup     // deletions of removed snapshots' trash; Close waits for them
 }
 
 // flight is one creation of a key under way.
@@ -830,7 +831,10 @@ func (e *Engine) Remove(ctx context.Context, key string) error {
 		return fmt.Errorf("remove %q: %w", key, err)
 	}
 	if trash != "" {
-		e.removeTemp(trash)
+		// Out of the caller's way: the record is gone and the directory is
+		// out of snapshots/, so the removal is done as far as anyone can
+		// see; an interrupted deletion of the trash is finished by Open.
+		e.bg.Go(func() { e.removeTemp(trash) })
 	}
 	return nil
 }
@@ -979,6 +983,7 @@ func (e *Engine) Close() error {
 		return nil
 	}
 	e.ops.Wait() // flights use db without checking closed
+	e.bg.Wait()
 	var err error
 	e.locked(func() { err = e.db.Close() })
 	if err != nil {
