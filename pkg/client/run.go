@@ -442,11 +442,9 @@ func (c *Client) attach(id string, o AttachOptions, stdio bool) (*session, error
 		_ = sub.SetPendingLimits(-1, 256<<20)
 		s.subs = append(s.subs, sub)
 	}
-	// The server has the subscriptions before the container is asked for.
-	if err := c.nc.Flush(); err != nil {
-		s.close()
-		return nil, fmt.Errorf("subscribe to the stdio of %s: %w", id, err)
-	}
+	// No flush needed: the server handles a connection's protocol in order,
+	// so it has these subscriptions before the request that creates the
+	// container, which goes out on the same connection.
 	return s, nil
 }
 

@@ -169,20 +169,28 @@ func (g *Gateway) containersCreate(ctx context.Context, req micro.Request) (any,
 	if err != nil {
 		return nil, err
 	}
-	g.catchUp(ctx)
 	image := ref.String()
-	if _, err := g.cfg.View.Image(ns, image); errors.Is(err, errdefs.ErrNotFound) {
+	_, err = g.cfg.View.Image(ns, image)
+	if errors.Is(err, errdefs.ErrNotFound) {
+		// Maybe pulled a moment ago: look again once the view caught up.
+		g.catchUp(ctx)
+		_, err = g.cfg.View.Image(ns, image)
+	}
+	if errors.Is(err, errdefs.ErrNotFound) {
 		return nil, fmt.Errorf("image %s not found: pull it first: %w", image, errdefs.ErrNotFound)
 	} else if err != nil {
 		return nil, err
 	}
 
-	if err := g.executorAlive(ctx, node); err != nil {
-		return nil, err
-	}
+	// Two independent round trips: ask them at once.
+	alive := make(chan error, 1)
+	go func() { alive <- g.executorAlive(ctx, node) }()
 	inUse := fmt.Errorf("container id %s is already in use: %w", id, errdefs.ErrAlreadyExists)
 	filter := containerFilter(ns, id)
 	last, err := sdjs.LastFor(ctx, g.cfg.JS, filter)
+	if aerr := <-alive; aerr != nil {
+		return nil, aerr
+	}
 	if err != nil {
 		return nil, fmt.Errorf("could not read container %s's events (%w); retry: %w", id, err, errdefs.ErrUnavailable)
 	}

@@ -298,14 +298,25 @@ func (e *Executor) createNew(ctx context.Context, ev *events.Envelope, p events.
 // image-updated event, unless the name was deleted since.
 func (e *Executor) image(ctx context.Context, ns, name string) (events.ImageUpdated, error) {
 	agg := events.ImageAggregate(name)
-	last, err := e.LastEvent(ctx, events.FilterSubject(ns, events.KindImage, agg.ID, ""))
-	if err != nil {
-		return events.ImageUpdated{}, err
+	// Two independent reads of the log: ask them at once.
+	type result struct {
+		ev  *events.Envelope
+		err error
 	}
+	lastc := make(chan result, 1)
+	go func() {
+		ev, err := e.LastEvent(ctx, events.FilterSubject(ns, events.KindImage, agg.ID, ""))
+		lastc <- result{ev, err}
+	}()
 	upd, err := e.LastEvent(ctx, events.FilterSubject(ns, events.KindImage, agg.ID, events.TypeImageUpdated))
+	lr := <-lastc
+	if err == nil {
+		err = lr.err
+	}
 	if err != nil {
 		return events.ImageUpdated{}, err
 	}
+	last := lr.ev
 	if upd == nil || (last != nil && last.Type == events.TypeImageDeleted) {
 		return events.ImageUpdated{}, fmt.Errorf("image %s not found: pull it first: %w", name, errdefs.ErrNotFound)
 	}
@@ -536,18 +547,20 @@ func (e *Executor) watch(cause *events.Envelope, id string, rm bool) {
 // exited records a task's exit and, for --rm containers, removes them.
 func (e *Executor) exited(ctx context.Context, cause *events.Envelope, id string, exit runtime.Exit, rm bool) {
 	defer e.lock(id)()
+	// For --rm, the teardown starts at once: the task is gone, whatever the
+	// log says next.
+	var torn chan struct{}
+	if rm {
+		torn = make(chan struct{})
+		go func() {
+			defer close(torn)
+			e.cleanup(ctx, cause.Namespace, id)
+		}()
+	}
 	// Usually the task's start is the container's last event: record the
-	// exit after it and, for --rm, tear the container down meanwhile.
+	// exit after it while the container is torn down.
 	last, err := e.LastEvent(ctx, containerFilter(cause.Namespace, id))
 	if err == nil && last != nil && last.Type == events.TypeTaskStarted {
-		var torn chan struct{}
-		if rm {
-			torn = make(chan struct{})
-			go func() {
-				defer close(torn)
-				e.cleanup(ctx, cause.Namespace, id)
-			}()
-		}
 		seq, err := e.recordAfter(ctx, cause, id, events.TypeTaskExited, taskExited(id, exit), exitMsgID(id, last.Seq), last.Seq)
 		if err != nil {
 			e.Log.Error().Err(err).Str("id", id).Msg("recording task exit failed; a restart will reconcile it")
@@ -567,6 +580,9 @@ func (e *Executor) exited(ctx context.Context, cause *events.Envelope, id string
 		}
 		e.Log.Info().Str("id", id).Msg("container deleted")
 		return
+	}
+	if torn != nil {
+		<-torn
 	}
 	if err := e.recordExit(ctx, cause, id, exit); err != nil {
 		e.Log.Error().Err(err).Str("id", id).Msg("recording task exit failed; a restart will reconcile it")
