@@ -229,7 +229,14 @@ func (m *monitor) run(ready *os.File) error {
 	if m.stdinW != nil {
 		_ = m.stdinW.Close()
 	}
-	m.closeNATS()
+	// Flushed, the output is with the server; the connection itself is
+	// closed after the exit is reported.
+	m.flushNATS()
+	defer func() {
+		if m.nc != nil {
+			m.nc.Close()
+		}
+	}()
 
 	data, err := json.Marshal(exit)
 	if err != nil {
@@ -492,7 +499,9 @@ func (m *monitor) publisher(stream string) func([]byte) error {
 	}
 }
 
-func (m *monitor) closeNATS() {
+// flushNATS stops reading stdin and waits until the server has everything
+// published so far.
+func (m *monitor) flushNATS() {
 	if m.natsDone != nil {
 		<-m.natsDone
 	}
@@ -507,7 +516,14 @@ func (m *monitor) closeNATS() {
 			m.log.Printf("nats flush: %v", err)
 		}
 	}
-	m.nc.Close()
+}
+
+// closeNATS flushes and closes the connection.
+func (m *monitor) closeNATS() {
+	m.flushNATS()
+	if m.nc != nil {
+		m.nc.Close()
+	}
 }
 
 // copiers copy the task's stdout and stderr to their logs and NATS.

@@ -304,10 +304,15 @@ func (r *Runtime) spawnMonitor(dir string) (*monitorProc, error) {
 	return p, nil
 }
 
+// spareDelay is how long after a task start the next spare monitor is
+// started. Its process start costs several ms of CPU; right after a start,
+// that would compete with runc and with the first moments of the task (a
+// short task's exit and removal), which is what a start's caller waits for.
+const spareDelay = 100 * time.Millisecond
+
 // takeSpare returns the monitor started ahead of time, if one is waiting:
 // a task start then skips the monitor's process start (~10 ms). The caller
-// starts the next one with refill once its task started, so that the new
-// process does not compete with runc for the CPU.
+// starts the next one with refill, spareDelay after its task started.
 func (r *Runtime) takeSpare() *monitorProc {
 	r.mu.Lock()
 	p := r.spare
@@ -367,7 +372,7 @@ func (r *Runtime) startMonitor(ctx context.Context, opts runtime.CreateOpts, dir
 		return 0, fmt.Errorf("start task %s: %w: %w", opts.ID, err, errdefs.ErrInternal)
 	}
 	p := r.takeSpare()
-	defer func() { go r.refill() }()
+	defer time.AfterFunc(spareDelay, r.refill)
 	if p != nil {
 		// The spare learns its state dir from the config.
 		c := cfg
