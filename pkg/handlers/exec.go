@@ -250,6 +250,22 @@ func (e *Executor) created(ctx context.Context, ns, id string) (*events.Containe
 }
 
 func (e *Executor) create(ctx context.Context, ev *events.Envelope, p events.ContainerCreateRequested) error {
+	// The image is looked up while the container's history is: two
+	// independent reads of the log.
+	type found struct {
+		img events.ImageUpdated
+		err error
+	}
+	imgc := make(chan found, 1)
+	go func() {
+		img, err := e.image(ctx, ev.Namespace, p.Image)
+		imgc <- found{img, err}
+	}()
+	image := sync.OnceValues(func() (events.ImageUpdated, error) {
+		f := <-imgc
+		return f.img, f.err
+	})
+	defer func() { _, _ = image() }() // the lookup ends before the handler does
 	// Usually the request is the container's last event: nothing happened
 	// since, so this is its first delivery.
 	last, err := e.LastEvent(ctx, containerFilter(ev.Namespace, p.ID))
@@ -257,7 +273,7 @@ func (e *Executor) create(ctx context.Context, ev *events.Envelope, p events.Con
 		return err
 	}
 	if last != nil && last.Seq == ev.Seq {
-		return e.createNew(ctx, ev, p)
+		return e.createNew(ctx, ev, p, image)
 	}
 	// Redelivered after the container was made (a crash before the ack)?
 	if c, err := e.created(ctx, ev.Namespace, p.ID); err != nil {
@@ -273,12 +289,14 @@ func (e *Executor) create(ctx context.Context, ev *events.Envelope, p events.Con
 	} else if failed != nil && failed.Seq > ev.Seq {
 		return nil
 	}
-	return e.createNew(ctx, ev, p)
+	return e.createNew(ctx, ev, p, image)
 }
 
 // createNew makes the container (and starts it, with p.Start).
-func (e *Executor) createNew(ctx context.Context, ev *events.Envelope, p events.ContainerCreateRequested) error {
-	created, err := e.prepare(ctx, ev.Namespace, p)
+// image returns what the node knows of the requested image (see
+// Executor.image).
+func (e *Executor) createNew(ctx context.Context, ev *events.Envelope, p events.ContainerCreateRequested, image func() (events.ImageUpdated, error)) error {
+	created, err := e.prepare(ctx, ev.Namespace, p, image)
 	if err != nil {
 		e.cleanup(ctx, ev.Namespace, p.ID)
 		return e.fail(ctx, ev, p.ID, events.TypeContainerCreateFailed, err, nil)
@@ -367,8 +385,8 @@ func (e *Executor) resolveImage(ctx context.Context, img events.ImageUpdated) (o
 
 // prepare makes the container's rootfs snapshot, mounts it into a new
 // bundle and writes the runtime spec.
-func (e *Executor) prepare(ctx context.Context, ns string, p events.ContainerCreateRequested) (events.ContainerCreated, error) {
-	img, err := e.image(ctx, ns, p.Image)
+func (e *Executor) prepare(ctx context.Context, ns string, p events.ContainerCreateRequested, image func() (events.ImageUpdated, error)) (events.ContainerCreated, error) {
+	img, err := image()
 	if err != nil {
 		return events.ContainerCreated{}, err
 	}
@@ -506,17 +524,20 @@ func (e *Executor) startAfter(ctx context.Context, ev *events.Envelope, id strin
 		}
 	}
 	startedAt := time.Now().UTC()
-	if _, err := e.recordAfter(ctx, ev, id, events.TypeTaskStarted, events.TaskStarted{ID: id, Pid: pid, StartedAt: startedAt}, "task-started/"+ev.ID, after); err != nil {
+	seq, err := e.recordAfter(ctx, ev, id, events.TypeTaskStarted, events.TaskStarted{ID: id, Pid: pid, StartedAt: startedAt}, "task-started/"+ev.ID, after)
+	if err != nil {
 		return err
 	}
 	metrics.TasksStarted.Inc()
 	e.Log.Info().Str("id", id).Int("pid", pid).Msg("task started")
-	e.watch(ev, id, rm)
+	e.watch(ev, id, rm, seq)
 	return nil
 }
 
 // watch waits, in the background, for the task to exit and records it.
-func (e *Executor) watch(cause *events.Envelope, id string, rm bool) {
+// started is the sequence of the task-started event, if the caller knows
+// it (0 if not).
+func (e *Executor) watch(cause *events.Envelope, id string, rm bool, started uint64) {
 	e.mu.Lock()
 	if e.watching[id] {
 		e.mu.Unlock()
@@ -540,12 +561,13 @@ func (e *Executor) watch(cause *events.Envelope, id string, rm bool) {
 			}
 			return // a restarted executor reconciles it
 		}
-		e.exited(bg, cause, id, exit, rm)
+		e.exited(bg, cause, id, exit, rm, started)
 	}()
 }
 
 // exited records a task's exit and, for --rm containers, removes them.
-func (e *Executor) exited(ctx context.Context, cause *events.Envelope, id string, exit runtime.Exit, rm bool) {
+// started is the sequence of the task's task-started event, or 0.
+func (e *Executor) exited(ctx context.Context, cause *events.Envelope, id string, exit runtime.Exit, rm bool, started uint64) {
 	defer e.lock(id)()
 	// For --rm, the teardown starts at once: the task is gone, whatever the
 	// log says next.
@@ -558,13 +580,30 @@ func (e *Executor) exited(ctx context.Context, cause *events.Envelope, id string
 		}()
 	}
 	// Usually the task's start is the container's last event: record the
-	// exit after it while the container is torn down.
-	last, err := e.LastEvent(ctx, containerFilter(cause.Namespace, id))
-	if err == nil && last != nil && last.Type == events.TypeTaskStarted {
-		seq, err := e.recordAfter(ctx, cause, id, events.TypeTaskExited, taskExited(id, exit), exitMsgID(id, last.Seq), last.Seq)
+	// exit right after it while the container is torn down. With the
+	// start's sequence known, the append itself checks that nothing came in
+	// between; otherwise the log is asked first.
+	var (
+		seq  uint64
+		err  error
+		fast bool
+	)
+	if started != 0 {
+		seq, err = e.recordIfLast(ctx, cause, id, events.TypeTaskExited, taskExited(id, exit), exitMsgID(id, started), started)
+		fast = !errors.Is(err, events.ErrWrongLastSequence)
+	}
+	if !fast {
+		var last *events.Envelope
+		if last, err = e.LastEvent(ctx, containerFilter(cause.Namespace, id)); err == nil && last != nil && last.Type == events.TypeTaskStarted {
+			fast = true
+			seq, err = e.recordAfter(ctx, cause, id, events.TypeTaskExited, taskExited(id, exit), exitMsgID(id, last.Seq), last.Seq)
+		}
+	}
+	if fast {
 		if err != nil {
 			e.Log.Error().Err(err).Str("id", id).Msg("recording task exit failed; a restart will reconcile it")
 		} else {
+			metrics.TasksExited.WithLabelValues(metrics.ExitClass(exit.Code, exit.Signal, exit.OOMKilled)).Inc()
 			e.Log.Info().Str("id", id).Int("code", exit.Code).Bool("oom", exit.OOMKilled).Msg("task exited")
 		}
 		if !rm {
@@ -603,6 +642,21 @@ func taskExited(id string, exit runtime.Exit) events.TaskExited {
 	return events.TaskExited{
 		ID: id, Code: exit.Code, Signal: exit.Signal, OOMKilled: exit.OOMKilled, StartedAt: exit.StartedAt, ExitedAt: exit.ExitedAt,
 	}
+}
+
+// recordIfLast appends a fact about container id only if the event at
+// sequence last is still the container's last; otherwise it returns an error
+// wrapping events.ErrWrongLastSequence and appends nothing.
+func (e *Executor) recordIfLast(ctx context.Context, cause *events.Envelope, id string, t events.Type, payload any, msgID string, last uint64) (uint64, error) {
+	out, err := events.New(events.MetaFrom(cause, e.Node), t, events.ContainerAggregate(id), payload)
+	if err != nil {
+		return 0, err
+	}
+	seq, err := e.Pub.Publish(ctx, out, events.WithMsgID(msgID), events.WithExpectLastSeqFor(last, containerFilter(cause.Namespace, id)))
+	if err != nil {
+		return 0, fmt.Errorf("record %s for %s: %w", t, id, err)
+	}
+	return seq, nil
 }
 
 // exitMsgID deduplicates the record of the exit of the task started at
@@ -754,7 +808,7 @@ func (e *Executor) reconcileOne(ctx context.Context, ns, id string) error {
 	switch {
 	case err == nil && st.Status == runtime.StatusRunning:
 		e.Log.Info().Str("id", id).Int("pid", st.Pid).Msg("reconcile: task still running; watching it")
-		e.watch(started, id, created.Rm)
+		e.watch(started, id, created.Rm, 0)
 	case !recorded:
 		exit, ok, xerr := e.Runtime.Exit(ctx, id)
 		if xerr != nil || !ok {
