@@ -300,6 +300,7 @@ type sdCluster struct {
 	root  string
 	url   string
 	procs []*proc
+	debug map[string]string // daemon name → its --metrics address, when started with --pprof
 }
 
 const sdNode = "bench"
@@ -309,11 +310,20 @@ func (b *bench) startStevedore(ctx context.Context, root string) (*sdCluster, er
 	if err != nil {
 		return nil, err
 	}
-	c := &sdCluster{b: b, root: root, url: fmt.Sprintf("nats://127.0.0.1:%d", port)}
+	c := &sdCluster{b: b, root: root, url: fmt.Sprintf("nats://127.0.0.1:%d", port), debug: map[string]string{}}
 	start := func(name string, args ...string) (*proc, error) {
 		bin := filepath.Join(b.cfg.bin, strings.SplitN(name, "-", 2)[0])
 		ready := filepath.Join(root, name+".ready")
 		args = append(args, "--root", root, "--node", sdNode, "--ready-file", ready, "--log-level", "info")
+		if b.goProfiles {
+			mport, err := freePort()
+			if err != nil {
+				return nil, err
+			}
+			addr := fmt.Sprintf("127.0.0.1:%d", mport)
+			args = append(args, "--metrics", addr, "--pprof")
+			c.debug[name] = addr
+		}
 		p, err := b.spawn("stevedore "+name, filepath.Join(root, name+".log"), bin, args...)
 		if err != nil {
 			return nil, err

@@ -125,6 +125,9 @@ type bench struct {
 	// floorTool is the gzip decompressor the floor used (pigz or gzip).
 	floorTool string
 	profiles  []profileSummary
+	// goProfiles starts Stevedore's daemons with --metrics and --pprof (the
+	// profile step).
+	goProfiles bool
 	// busyStarts counts timed runs started while the machine was still busy
 	// after BENCH_QUIET_WAIT.
 	busyStarts int

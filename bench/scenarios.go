@@ -387,7 +387,9 @@ func (b *bench) profile(ctx context.Context) error {
 	b.logf("== profile: perf record -a -g during one multi-layer pull per tool")
 	for _, tool := range []string{toolSD, toolCTR} {
 		root := filepath.Join(s.base, "runs", "pprof-"+tool)
+		b.goProfiles = tool == toolSD
 		inst, err := b.startTool(ctx, tool, root)
+		b.goProfiles = false
 		if err != nil {
 			return err
 		}
@@ -399,13 +401,25 @@ func (b *bench) profile(ctx context.Context) error {
 			inst.stop()
 			return err
 		}
+		// Stevedore's daemons also give Go CPU profiles (pprof) of the
+		// same pull: where in our code the time goes.
+		var goProfs *goProfiler
+		if c, ok := inst.(*sdCluster); ok {
+			goProfs = b.startGoProfiles(c, goProfileSeconds)
+		}
 		time.Sleep(500 * time.Millisecond)
 		wall, _, err := runAll([]*exec.Cmd{inst.pullCmd(b.imgs.multiGzip.ref)})
 		_ = perf.cmd.Process.Signal(os.Interrupt)
 		perf.stop(30 * time.Second)
+		if goProfs != nil {
+			goProfs.wait()
+		}
 		inst.stop()
 		if err != nil {
 			return err
+		}
+		if goProfs != nil {
+			b.reportGoProfiles(goProfs)
 		}
 		b.logf("profiled %s multi-layer pull: %.2fs", tool, wall.Seconds())
 		comms := map[string]string{toolSD: "unpacker,fetcher,gateway,ctl", toolCTR: "containerd,ctr,unpigz"}[tool]

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/stevedore/stevedore/internal/daemon"
+	"github.com/stevedore/stevedore/internal/daemon/profiling"
 	"github.com/stevedore/stevedore/pkg/content/local"
 	"github.com/stevedore/stevedore/pkg/events"
 	sdjs "github.com/stevedore/stevedore/pkg/events/jetstream"
@@ -39,6 +40,7 @@ type config struct {
 	ackWait     time.Duration
 	maxAttempts int
 	metrics     string
+	pprof       bool
 }
 
 func main() {
@@ -56,6 +58,7 @@ func main() {
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&c.readyFile, "ready-file", "", "file written with the pid once the executor consumes work")
 	fs.StringVar(&c.metrics, "metrics", "", "address to serve Prometheus metrics on at /metrics, e.g. 127.0.0.1:9453; empty for none")
+	fs.BoolVar(&c.pprof, "pprof", false, profiling.FlagUsage)
 	fs.StringVar(&c.runcBin, "runc", daemon.Env("STEVEDORE_RUNC", "runc"), "runc binary")
 	fs.StringVar(&c.runcRoot, "runc-root", "", "runc's state root (default /run/stevedore/runc)")
 	fs.DurationVar(&c.ackWait, "ack-wait", 15*time.Second, "how long work held by a dead executor waits before it is redelivered")
@@ -82,7 +85,10 @@ func main() {
 
 func run(ctx context.Context, c config, log zerolog.Logger) error {
 	log = log.With().Str("node", c.node).Int("pid", os.Getpid()).Logger()
-	_, stopMetrics, err := metrics.Serve(c.metrics, log)
+	if err := profiling.Check(c.pprof, c.metrics); err != nil {
+		return err
+	}
+	_, stopMetrics, err := metrics.Serve(c.metrics, log, profiling.Routes(c.pprof)...)
 	if err != nil {
 		return err
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/stevedore/stevedore/internal/daemon"
+	"github.com/stevedore/stevedore/internal/daemon/profiling"
 	"github.com/stevedore/stevedore/pkg/api"
 	"github.com/stevedore/stevedore/pkg/content/local"
 	sdjs "github.com/stevedore/stevedore/pkg/events/jetstream"
@@ -44,6 +45,7 @@ type config struct {
 	maxDepth    int
 	maxConns    int
 	metrics     string
+	pprof       bool
 }
 
 func main() {
@@ -56,6 +58,7 @@ func main() {
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&c.readyFile, "ready-file", "", "file written with the pid once the fetcher consumes work")
 	fs.StringVar(&c.metrics, "metrics", "", "address to serve Prometheus metrics on at /metrics, e.g. 127.0.0.1:9451; empty for none")
+	fs.BoolVar(&c.pprof, "pprof", false, profiling.FlagUsage)
 	fs.IntVar(&c.concurrency, "concurrency", 4, "blobs this process fetches at once")
 	fs.DurationVar(&c.ackWait, "ack-wait", 15*time.Second, "how long work held by a dead fetcher waits before another takes it")
 	fs.IntVar(&c.maxAttempts, "max-attempts", 5, "deliveries of one unit of work before the pull fails")
@@ -85,7 +88,10 @@ func main() {
 
 func run(ctx context.Context, c config, log zerolog.Logger) error {
 	log = log.With().Str("node", c.node).Int("pid", os.Getpid()).Logger()
-	_, stopMetrics, err := metrics.Serve(c.metrics, log)
+	if err := profiling.Check(c.pprof, c.metrics); err != nil {
+		return err
+	}
+	_, stopMetrics, err := metrics.Serve(c.metrics, log, profiling.Routes(c.pprof)...)
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/stevedore/stevedore/internal/daemon"
+	"github.com/stevedore/stevedore/internal/daemon/profiling"
 	"github.com/stevedore/stevedore/pkg/content/local"
 	sdjs "github.com/stevedore/stevedore/pkg/events/jetstream"
 	"github.com/stevedore/stevedore/pkg/gateway"
@@ -38,6 +39,7 @@ type config struct {
 	maxBytes   int64
 	platform   string
 	metrics    string
+	pprof      bool
 	metricsSet bool // --metrics was given
 	rebuild    bool
 	partial    bool
@@ -57,6 +59,7 @@ func main() {
 	fs.Int64Var(&c.maxBytes, "log-max-bytes", 0, "size cap of the event log in bytes; 0 for none")
 	fs.StringVar(&c.platform, "platform", "", "default platform for pulls (os/arch[/variant]); empty for this host's")
 	fs.StringVar(&c.metrics, "metrics", daemon.Env("STEVEDORE_GATEWAY_METRICS", "127.0.0.1:9450"), "address to serve Prometheus metrics on at /metrics; empty for none (env STEVEDORE_GATEWAY_METRICS)")
+	fs.BoolVar(&c.pprof, "pprof", false, profiling.FlagUsage)
 	fs.BoolVar(&c.rebuild, "rebuild-view", false, "rebuild the view from the whole event log into a fresh directory, swap it in, then serve")
 	fs.BoolVar(&c.partial, "allow-partial-rebuild", false, "with --rebuild-view, rebuild even if old events have aged out of the log (the view then lacks their facts; see docs/log-retention.md)")
 	fs.Usage = func() {
@@ -92,7 +95,10 @@ func run(ctx context.Context, c config, log zerolog.Logger) error {
 		return err
 	}
 
-	_, stopMetrics, err := metrics.Serve(c.metrics, log)
+	if err := profiling.Check(c.pprof, c.metrics); err != nil {
+		return err
+	}
+	_, stopMetrics, err := metrics.Serve(c.metrics, log, profiling.Routes(c.pprof)...)
 	switch {
 	case err != nil && c.metricsSet:
 		return err

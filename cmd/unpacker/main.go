@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/stevedore/stevedore/internal/daemon"
+	"github.com/stevedore/stevedore/internal/daemon/profiling"
 	"github.com/stevedore/stevedore/pkg/archive"
 	"github.com/stevedore/stevedore/pkg/content/local"
 	sdjs "github.com/stevedore/stevedore/pkg/events/jetstream"
@@ -44,6 +45,7 @@ type config struct {
 	ackWait     time.Duration
 	maxAttempts int
 	metrics     string
+	pprof       bool
 }
 
 func main() {
@@ -56,6 +58,7 @@ func main() {
 	fs.StringVar(&c.logFormat, "log-format", "json", "log format: json or console")
 	fs.StringVar(&c.readyFile, "ready-file", "", "file written with the pid once the unpacker consumes work")
 	fs.StringVar(&c.metrics, "metrics", "", "address to serve Prometheus metrics on at /metrics, e.g. 127.0.0.1:9452; empty for none")
+	fs.BoolVar(&c.pprof, "pprof", false, profiling.FlagUsage)
 	fs.StringVar(&c.snapshotter, "snapshotter", daemon.Env("STEVEDORE_SNAPSHOTTER", "auto"), "overlay, native, or auto (overlay where it works)")
 	fs.IntVar(&c.parallel, "parallel", runtime.NumCPU(), "layers applied at once")
 	fs.Int64Var(&c.maxLayer, "max-layer-size", 64<<30, "largest uncompressed layer accepted, in bytes (bounds decompression bombs)")
@@ -122,7 +125,10 @@ func (a applier) ApplyLayer(ctx context.Context, dir string, r io.Reader, diffID
 
 func run(ctx context.Context, c config, log zerolog.Logger) error {
 	log = log.With().Str("node", c.node).Int("pid", os.Getpid()).Logger()
-	_, stopMetrics, err := metrics.Serve(c.metrics, log)
+	if err := profiling.Check(c.pprof, c.metrics); err != nil {
+		return err
+	}
+	_, stopMetrics, err := metrics.Serve(c.metrics, log, profiling.Routes(c.pprof)...)
 	if err != nil {
 		return err
 	}

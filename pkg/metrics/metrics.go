@@ -187,10 +187,16 @@ func Handler() http.Handler {
 	return promhttp.HandlerFor(Registry, promhttp.HandlerOpts{Registry: Registry})
 }
 
-// Serve serves /metrics on addr until the returned stop func is called;
-// an empty addr serves nothing. It returns once it listens, with the
-// address it listens on (addr may have port 0).
-func Serve(addr string, log zerolog.Logger) (string, func(), error) {
+// Route is a handler Serve serves beside /metrics.
+type Route struct {
+	Pattern string // as for http.ServeMux
+	Handler http.Handler
+}
+
+// Serve serves /metrics, and extra, on addr until the returned stop func is
+// called; an empty addr serves nothing. It returns once it listens, with
+// the address it listens on (addr may have port 0).
+func Serve(addr string, log zerolog.Logger, extra ...Route) (string, func(), error) {
 	if addr == "" {
 		return "", func() {}, nil
 	}
@@ -200,6 +206,9 @@ func Serve(addr string, log zerolog.Logger) (string, func(), error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", Handler())
+	for _, r := range extra {
+		mux.Handle(r.Pattern, r.Handler)
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {
