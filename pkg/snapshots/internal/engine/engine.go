@@ -33,6 +33,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -644,14 +645,24 @@ func (e *Engine) applyLayer(ctx context.Context, name, parent string, labels map
 	if err := e.callFill(ctx, fill, fsDir, lowers); err != nil {
 		return snapshots.Info{}, err
 	}
-	size, inodes, err := fsutil.DiskUsage(ctx, fsDir)
-	if err != nil {
-		return snapshots.Info{}, err
-	}
+	// Measuring the tree (CPU: an lstat per entry) and syncing it (waiting
+	// on the disk) are independent: do them at once.
+	var (
+		size, inodes int64
+		duErr        error
+		measured     = make(chan struct{})
+	)
+	go func() {
+		defer close(measured)
+		size, inodes, duErr = fsutil.DiskUsage(ctx, fsDir)
+	}()
+	var syncErr error
 	if !e.noSync {
-		if err := fsutil.SyncFS(tmp); err != nil {
-			return snapshots.Info{}, err
-		}
+		syncErr = fsutil.SyncFS(tmp)
+	}
+	<-measured
+	if err := cmp.Or(duErr, syncErr); err != nil {
+		return snapshots.Info{}, err
 	}
 	hook("apply-filled")
 	now := time.Now().UTC()
