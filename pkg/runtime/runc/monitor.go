@@ -40,6 +40,9 @@ type monitorConfig struct {
 	NATSURL   string `json:"natsURL,omitempty"`
 	Runc      string `json:"runc"`
 	Root      string `json:"root"`
+	// Preconnect marks the message a spare monitor may get first: connect
+	// to NATSURL now, while waiting, and read the task's config next.
+	Preconnect bool `json:"preconnect,omitempty"`
 }
 
 // readyMsg is what the monitor reports to Start on fd 3: the task's pid, or
@@ -85,7 +88,17 @@ func MonitorMain(args []string) int {
 	unix.CloseOnExec(3)
 	ready := os.NewFile(3, "ready")
 	var cfg monitorConfig
-	if err := json.NewDecoder(os.Stdin).Decode(&cfg); err != nil {
+	dec := json.NewDecoder(os.Stdin)
+	err := dec.Decode(&cfg)
+	var pre *preconn
+	if err == nil && *stateDir == "" && cfg.Preconnect {
+		// A spare: its NATS connection is made while it waits, not while
+		// the task starts.
+		pre = preconnect(cfg.NATSURL, logger)
+		cfg = monitorConfig{}
+		err = dec.Decode(&cfg)
+	}
+	if err != nil {
 		if *stateDir == "" && errors.Is(err, io.EOF) {
 			return 0 // a monitor started ahead of time, never used
 		}
@@ -110,7 +123,7 @@ func MonitorMain(args []string) int {
 		_ = unix.Dup2(int(f.Fd()), 2)
 		_ = f.Close()
 	}
-	m := &monitor{cfg: cfg, dir: *stateDir, log: logger, done: make(chan struct{})}
+	m := &monitor{cfg: cfg, dir: *stateDir, log: logger, done: make(chan struct{}), pre: pre}
 	if err := m.run(ready); err != nil {
 		logger.Print(err)
 		return 1
@@ -135,6 +148,7 @@ type monitor struct {
 	log  *log.Logger
 	runc *gorunc.Runc
 
+	pre      *preconn      // a connection made ahead of time, or nil
 	nc       *nats.Conn    // set by connectNATS; read after natsDone is closed
 	natsDone chan struct{} // closed once connectNATS returned
 	stdinSub *nats.Subscription
@@ -427,27 +441,26 @@ func waitPidfd(pid int, logger *log.Logger) {
 // to connect never fails the task: the connection keeps retrying in the
 // background and output is logged in any case.
 func (m *monitor) connectNATS() {
+	if m.pre != nil {
+		<-m.pre.done
+		if m.pre.url == m.cfg.NATSURL && m.pre.nc != nil {
+			m.nc = m.pre.nc
+		} else if m.pre.nc != nil {
+			m.pre.nc.Close() // made for another URL
+		}
+	}
 	if m.cfg.NATSURL == "" {
 		return
 	}
-	nc, err := nats.Connect(m.cfg.NATSURL,
-		nats.Name("stevedore-monitor "+m.cfg.ID),
-		nats.RetryOnFailedConnect(true),
-		nats.MaxReconnects(-1),
-		nats.ReconnectWait(500*time.Millisecond),
-		nats.Timeout(2*time.Second),
-		nats.NoCallbacksAfterClientClose(),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			if err != nil {
-				m.log.Printf("nats disconnected: %v", err)
-			}
-		}),
-	)
-	if err != nil {
-		m.log.Printf("nats: %v; stdio goes to the logs only", err)
-		return
+	if m.nc == nil {
+		nc, err := dialNATS(m.cfg.NATSURL, "stevedore-monitor "+m.cfg.ID, m.log)
+		if err != nil {
+			m.log.Printf("nats: %v; stdio goes to the logs only", err)
+			return
+		}
+		m.nc = nc
 	}
-	m.nc = nc
+	nc := m.nc
 	if m.stdinW != nil {
 		sub, err := nc.Subscribe(runtime.IOSubject(m.cfg.Namespace, m.cfg.ID, runtime.StreamStdin), m.onStdin)
 		if err != nil {
@@ -457,13 +470,57 @@ func (m *monitor) connectNATS() {
 			m.stdinSub = sub
 		}
 	}
-	if nc.IsConnected() {
+	switch {
+	case !nc.IsConnected():
+		m.log.Printf("nats at %s not reachable yet; retrying in the background", nc.ConnectedUrlRedacted())
+	case m.stdinSub != nil:
+		// The server has the subscription before the task is said to run.
 		if err := nc.FlushTimeout(natsFlushTimeout); err != nil {
 			m.log.Printf("nats flush: %v", err)
 		}
-	} else {
-		m.log.Printf("nats at %s not reachable yet; retrying in the background", nc.ConnectedUrlRedacted())
 	}
+}
+
+// dialNATS connects to url for a monitor: it keeps retrying in the
+// background if the server cannot be reached now.
+func dialNATS(url, name string, logger *log.Logger) (*nats.Conn, error) {
+	return nats.Connect(url,
+		nats.Name(name),
+		nats.RetryOnFailedConnect(true),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(500*time.Millisecond),
+		nats.Timeout(2*time.Second),
+		nats.NoCallbacksAfterClientClose(),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				logger.Printf("nats disconnected: %v", err)
+			}
+		}),
+	)
+}
+
+// preconn is a NATS connection a spare monitor makes while it waits.
+type preconn struct {
+	url  string
+	nc   *nats.Conn    // nil if it failed; set before done is closed
+	done chan struct{} // closed once the connection is made (or failed)
+}
+
+func preconnect(url string, logger *log.Logger) *preconn {
+	p := &preconn{url: url, done: make(chan struct{})}
+	go func() {
+		defer close(p.done)
+		if url == "" {
+			return
+		}
+		nc, err := dialNATS(url, "stevedore-monitor", logger)
+		if err != nil {
+			logger.Printf("nats (ahead of time): %v", err)
+			return
+		}
+		p.nc = nc
+	}()
+	return p
 }
 
 // onStdin writes a stdin message to the task. Messages arrive in order, one

@@ -77,9 +77,10 @@ type Runtime struct {
 	cfg  Config
 	runc *gorunc.Runc
 
-	mu     sync.Mutex
-	spare  *monitorProc // a monitor started ahead of time, or nil
-	closed bool
+	mu      sync.Mutex
+	spare   *monitorProc // a monitor started ahead of time, or nil
+	natsURL string       // the last task's NATS URL: the spare connects to it ahead of time
+	closed  bool
 }
 
 var _ runtime.Runtime = (*Runtime)(nil)
@@ -333,6 +334,7 @@ func (r *Runtime) takeSpare() *monitorProc {
 func (r *Runtime) refill() {
 	r.mu.Lock()
 	skip := r.closed || r.spare != nil
+	url := r.natsURL
 	r.mu.Unlock()
 	if skip {
 		return
@@ -340,6 +342,14 @@ func (r *Runtime) refill() {
 	p, err := r.spawnMonitor("")
 	if err != nil {
 		return
+	}
+	if url != "" {
+		// It connects while it waits, with the URL the last task used.
+		data, _ := json.Marshal(monitorConfig{Preconnect: true, NATSURL: url})
+		if _, err := p.cfgW.Write(data); err != nil {
+			p.release()
+			return
+		}
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -372,6 +382,9 @@ func (r *Runtime) startMonitor(ctx context.Context, opts runtime.CreateOpts, dir
 		return 0, fmt.Errorf("start task %s: %w: %w", opts.ID, err, errdefs.ErrInternal)
 	}
 	p := r.takeSpare()
+	r.mu.Lock()
+	r.natsURL = opts.NATSURL
+	r.mu.Unlock()
 	defer time.AfterFunc(spareDelay, r.refill)
 	if p != nil {
 		// The spare learns its state dir from the config.

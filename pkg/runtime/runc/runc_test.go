@@ -311,10 +311,19 @@ func processesMentioning(s string) []int {
 	return pids
 }
 
+// TestStdinAndStdoutOverNATS runs three tasks one after another: the first
+// with a monitor started for it, the next ones with the spare started ahead
+// of time, which connected to NATS while it waited.
 func TestStdinAndStdoutOverNATS(t *testing.T) {
 	e := newEnv(t)
 	srv := natstest.Start(t)
-	id := e.id("t")
+	for i := range 3 {
+		stdinAndStdoutOverNATS(t, e, srv, e.id(fmt.Sprint(i)))
+		time.Sleep(300 * time.Millisecond) // the spare is started 100 ms after a start
+	}
+}
+
+func stdinAndStdoutOverNATS(t *testing.T, e *env, srv *natstest.Server, id string) {
 	var mu sync.Mutex
 	var got bytes.Buffer
 	sub, err := srv.Conn.Subscribe(runtime.IOSubject("default", id, runtime.StreamStdout), func(m *nats.Msg) {
