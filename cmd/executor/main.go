@@ -85,6 +85,7 @@ func main() {
 
 func run(ctx context.Context, c config, log zerolog.Logger) error {
 	log = log.With().Str("node", c.node).Int("pid", os.Getpid()).Logger()
+	sdjs.SetObserver(metrics.JetStream{})
 	if err := profiling.Check(c.pprof, c.metrics); err != nil {
 		return err
 	}

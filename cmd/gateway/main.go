@@ -95,6 +95,7 @@ func run(ctx context.Context, c config, log zerolog.Logger) error {
 		return err
 	}
 
+	sdjs.SetObserver(metrics.JetStream{})
 	if err := profiling.Check(c.pprof, c.metrics); err != nil {
 		return err
 	}

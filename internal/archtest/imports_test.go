@@ -41,7 +41,7 @@ func TestDependencyDirection(t *testing.T) {
 		{"content store adapter", "pkg/content/local", []string{natsClient, natsServer, pebble, mod + "pkg/events/jetstream", mod + "pkg/remotes", mod + "pkg/view"}},
 		{"registry adapter", "pkg/remotes", []string{natsClient, natsServer, pebble, mod + "pkg/events/jetstream", mod + "pkg/content/local", mod + "pkg/view"}},
 		{"view adapter", "pkg/view", []string{natsClient, natsServer, mod + "pkg/events/jetstream", mod + "pkg/content/local", mod + "pkg/remotes"}},
-		{"ctl is a thin client", "cmd/ctl", []string{natsServer, pebble, mod + "pkg/content/local", mod + "pkg/view", mod + "pkg/handlers", mod + "pkg/remotes"}},
+		{"ctl is a thin client", "cmd/ctl", []string{natsServer, pebble, mod + "pkg/content/local", mod + "pkg/view", mod + "pkg/handlers", mod + "pkg/remotes", mod + "pkg/metrics", "github.com/prometheus", "net/http/pprof"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -244,3 +244,33 @@ func Value(m prometheus.Metric) float64 {
 	}
 	return 0
 }
+
+// JetStream counts what the event log adapter reports (it implements
+// pkg/events/jetstream.Observer): install it in a daemon with
+// sdjs.SetObserver(metrics.JetStream{}).
+type JetStream struct{}
+
+// Published counts an appended event.
+func (JetStream) Published(t string) { EventsPublished.WithLabelValues(t).Inc() }
+
+// Skipped counts a message a reader skipped.
+func (JetStream) Skipped(reader, reason string) { EventsSkipped.WithLabelValues(reader, reason).Inc() }
+
+// Redelivered counts a delivery that was not an event's first.
+func (JetStream) Redelivered(consumer, t string) { Redeliveries.WithLabelValues(consumer, t).Inc() }
+
+// Handled observes a handler's duration.
+func (JetStream) Handled(consumer, t, outcome string, took time.Duration) {
+	HandlerDuration.WithLabelValues(consumer, t, outcome).Observe(took.Seconds())
+}
+
+// FailureRecorded counts an event given up on.
+func (JetStream) FailureRecorded(consumer, t string) {
+	FailuresRecorded.WithLabelValues(consumer, t).Inc()
+}
+
+// ConsumerLag sets a durable consumer's pending gauges.
+func (JetStream) ConsumerLag(consumer string, pending, ackPending uint64) {
+	ConsumerPending.WithLabelValues(consumer).Set(float64(pending))
+	ConsumerAckPending.WithLabelValues(consumer).Set(float64(ackPending))
+}

@@ -12,7 +12,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/stevedore/stevedore/pkg/events"
-	"github.com/stevedore/stevedore/pkg/metrics"
 )
 
 // ConsumerConfig configures a durable worker consumer. Every process of one
@@ -155,8 +154,6 @@ func next(ctx context.Context, cons jetstream.Consumer) (jetstream.Msg, error) {
 // sampleLag samples the consumer's pending counts into the metrics every
 // cfg.LagInterval until ctx ends.
 func sampleLag(ctx context.Context, cons jetstream.Consumer, cfg *ConsumerConfig) {
-	pending := metrics.ConsumerPending.WithLabelValues(cfg.Durable)
-	ackPending := metrics.ConsumerAckPending.WithLabelValues(cfg.Durable)
 	t := time.NewTicker(cfg.LagInterval)
 	defer t.Stop()
 	for {
@@ -164,8 +161,7 @@ func sampleLag(ctx context.Context, cons jetstream.Consumer, cfg *ConsumerConfig
 		info, err := cons.Info(ictx)
 		cancel()
 		if err == nil {
-			pending.Set(float64(info.NumPending))
-			ackPending.Set(float64(info.NumAckPending))
+			obs().ConsumerLag(cfg.Durable, info.NumPending, uint64(info.NumAckPending))
 		} else if ctx.Err() == nil {
 			cfg.Logger.Debug().Err(err).Str("consumer", cfg.Durable).Msg("could not sample the consumer's lag")
 		}
@@ -177,7 +173,7 @@ func sampleLag(ctx context.Context, cons jetstream.Consumer, cfg *ConsumerConfig
 	}
 }
 
-// Handler outcomes, the outcome label of metrics.HandlerDuration.
+// Handler outcomes, as told to Observer.Handled.
 const (
 	outcomeOK       = "ok"       // handled and acknowledged
 	outcomeRetry    = "retry"    // failed; redelivered after a backoff
@@ -199,21 +195,21 @@ func handleOne(ctx context.Context, cfg *ConsumerConfig, h events.Handler, msg j
 		// Written by a newer build: this one cannot know what it means.
 		// Acknowledge it so that it does not hold up the consumer; the
 		// newer build's workers handle it.
-		metrics.EventsSkipped.WithLabelValues(cfg.Durable, "newer-schema").Inc()
+		obs().Skipped(cfg.Durable, "newer-schema")
 		log.Warn().Err(err).Int("version", ev.Version).Uint64("seq", md.Sequence.Stream).Msg("event from a newer schema; skipping it")
 		_ = msg.Ack()
 		return
 	}
 	if err != nil {
 		// An event we cannot read can never be handled: record and drop.
-		metrics.EventsSkipped.WithLabelValues(cfg.Durable, "undecodable").Inc()
+		obs().Skipped(cfg.Durable, "undecodable")
 		log.Error().Err(err).Uint64("seq", md.Sequence.Stream).Msg("undecodable event; terminating it")
 		_ = msg.TermWithReason("undecodable")
 		return
 	}
 	d := events.Delivery{Attempt: int(md.NumDelivered), MaxAttempts: cfg.MaxAttempts}
 	if d.Attempt > 1 {
-		metrics.Redeliveries.WithLabelValues(cfg.Durable, string(ev.Type)).Inc()
+		obs().Redelivered(cfg.Durable, string(ev.Type))
 	}
 	hctx, cancel := context.WithCancel(events.WithDelivery(ctx, d))
 	done := make(chan struct{})
@@ -236,7 +232,7 @@ func handleOne(ctx context.Context, cfg *ConsumerConfig, h events.Handler, msg j
 	cancel()
 	log = log.With().Uint64("seq", ev.Seq).Str("type", string(ev.Type)).Str("op", ev.Operation).Int("attempt", d.Attempt).Dur("took", took).Logger()
 	observe := func(outcome string) {
-		metrics.HandlerDuration.WithLabelValues(cfg.Durable, string(ev.Type), outcome).Observe(took.Seconds())
+		obs().Handled(cfg.Durable, string(ev.Type), outcome, took)
 	}
 
 	if herr == nil {
@@ -261,7 +257,7 @@ func handleOne(ctx context.Context, cfg *ConsumerConfig, h events.Handler, msg j
 			_ = msg.NakWithDelay(backoff(cfg.Backoff, d.Attempt))
 			return
 		}
-		metrics.FailuresRecorded.WithLabelValues(cfg.Durable, string(ev.Type)).Inc()
+		obs().FailureRecorded(cfg.Durable, string(ev.Type))
 		_ = msg.TermWithReason(truncate(herr.Error(), 200))
 		return
 	}

@@ -11,7 +11,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/stevedore/stevedore/pkg/events"
-	"github.com/stevedore/stevedore/pkg/metrics"
 )
 
 // Batching defaults for FollowBatches.
@@ -263,7 +262,7 @@ func (cfg *FollowConfig) read(msg jetstream.Msg) (ev *events.Envelope, pending u
 	default:
 		return nil, 0, false, readError{err}
 	}
-	metrics.EventsSkipped.WithLabelValues(name, reason).Inc()
+	obs().Skipped(name, reason)
 	return &events.Envelope{Seq: seq}, pending, true, nil
 }
 

@@ -17,7 +17,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/stevedore/stevedore/pkg/events"
-	"github.com/stevedore/stevedore/pkg/metrics"
 )
 
 // StreamConfig configures the events stream.
@@ -101,7 +100,7 @@ func (p *Publisher) Publish(ctx context.Context, ev *events.Envelope, opts ...ev
 	}
 	ack, err := p.js.PublishMsg(ctx, msg, popts...)
 	if err == nil {
-		metrics.EventsPublished.WithLabelValues(string(ev.Type)).Inc()
+		obs().Published(string(ev.Type))
 	}
 	if err != nil {
 		var apiErr *jetstream.APIError

@@ -20,6 +20,9 @@ import (
 // "ref" after schema version 0 (an envelope without "v").
 const typeRenamed events.Type = "test-renamed"
 
+// The daemons count through pkg/metrics; so do these tests.
+func init() { sdjs.SetObserver(metrics.JetStream{}) }
+
 func init() {
 	events.RegisterUpcaster(typeRenamed, 0, func(p json.RawMessage) (json.RawMessage, error) {
 		var old struct {
