@@ -184,11 +184,14 @@ func (a *app) client() (*client.Client, error) {
 	if a.timeout <= 0 {
 		return nil, fmt.Errorf("--timeout must be positive, got %v", a.timeout)
 	}
+	// Who we are is looked up (the user database) while NATS connects.
+	actor := make(chan string, 1)
+	go func() { actor <- client.DefaultActor() }()
 	nc, err := nats.Connect(a.natsURL, nats.Name("ctl"), nats.Timeout(a.timeout))
 	if err != nil {
 		return nil, fmt.Errorf("connect to NATS at %s: %w (is the gateway running? try `make up`)", a.natsURL, err)
 	}
-	c, err := client.New(nc, client.WithNamespace(a.namespace), client.WithTimeout(a.timeout))
+	c, err := client.New(nc, client.WithNamespace(a.namespace), client.WithTimeout(a.timeout), client.WithActor(<-actor))
 	if err != nil {
 		nc.Close()
 		return nil, err

@@ -114,7 +114,7 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 		}
 	}
 	if o.actor == "" {
-		o.actor = defaultActor()
+		o.actor = DefaultActor()
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -129,7 +129,9 @@ func (c *Client) Namespace() string { return c.ns }
 // Actor returns who the client's requests are made by.
 func (c *Client) Actor() string { return c.actor }
 
-func defaultActor() string {
+// DefaultActor is who a client acts as unless told otherwise: the user
+// running it, at this host ("alice@build-01").
+func DefaultActor() string {
 	name := "unknown"
 	if u, err := user.Current(); err == nil && u.Username != "" {
 		name = u.Username
