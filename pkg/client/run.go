@@ -318,13 +318,9 @@ func (c *Client) Create(ctx context.Context, o RunOptions) (string, error) {
 	if err := ValidateContainerID(id); err != nil {
 		return "", &RunError{ID: id, Stage: StageCreate, Err: err}
 	}
-	image, err := c.pull(ctx, o)
+	op, err := c.create(ctx, o, id, false, nil)
 	if err != nil {
-		return "", &RunError{ID: id, Stage: StagePull, Err: err}
-	}
-	op, err := c.ContainerCreate(ctx, o.request(id, image, false))
-	if err != nil {
-		return "", &RunError{ID: id, Stage: StageCreate, Err: err}
+		return "", err
 	}
 	if _, err := c.WaitContainerOp(ctx, id, op, events.TypeContainerCreated); err != nil {
 		return "", &RunError{ID: id, Stage: StageCreate, Err: err}
@@ -366,20 +362,55 @@ func (c *Client) Run(ctx context.Context, o RunOptions) (int, error) {
 	if o.Detach && o.Stdin != nil {
 		return -1, &RunError{ID: id, Stage: StageCreate, Err: fmt.Errorf("%w: stdin cannot be forwarded to a detached container", errdefs.ErrInvalidArgument)}
 	}
-	image, err := c.pull(ctx, o)
-	if err != nil {
-		return -1, &RunError{ID: id, Stage: StagePull, Err: err}
+	var s *session
+	op, err := c.create(ctx, o, id, true, func() error {
+		var err error
+		s, err = c.attach(id, o.AttachOptions, !o.Detach)
+		return err
+	})
+	if s != nil {
+		defer s.close()
 	}
-	s, err := c.attach(id, o.AttachOptions, !o.Detach)
 	if err != nil {
-		return -1, &RunError{ID: id, Stage: StageCreate, Err: err}
-	}
-	defer s.close()
-	op, err := c.ContainerCreate(ctx, o.request(id, image, true))
-	if err != nil {
-		return -1, &RunError{ID: id, Stage: StageCreate, Err: err}
+		return -1, err
 	}
 	return s.follow(ctx, op, o.Rm, o.Detach, false)
+}
+
+// create gets the image onto the node as o.Pull says and asks for the
+// container, calling before (if set) just before the request. Errors are
+// *RunError.
+//
+// With the default policy (pull a missing image) and no platform, the
+// container is asked for at once: the gateway refuses, with
+// errdefs.ErrNotFound, an image that is not unpacked on the node, and only
+// then is it pulled and the container asked for again. The usual run of a
+// present image thus skips a round trip and a listing of every image.
+func (c *Client) create(ctx context.Context, o RunOptions, id string, start bool, before func() error) (api.OpReply, error) {
+	image := o.Image
+	direct := (o.Pull == "" || o.Pull == PullMissing) && o.Options.Platform == ""
+	if !direct {
+		var err error
+		if image, err = c.pull(ctx, o); err != nil {
+			return api.OpReply{}, &RunError{ID: id, Stage: StagePull, Err: err}
+		}
+	}
+	if before != nil {
+		if err := before(); err != nil {
+			return api.OpReply{}, &RunError{ID: id, Stage: StageCreate, Err: err}
+		}
+	}
+	op, err := c.ContainerCreate(ctx, o.request(id, image, start))
+	if direct && errors.Is(err, errdefs.ErrNotFound) {
+		if image, err = c.pull(ctx, o); err != nil {
+			return api.OpReply{}, &RunError{ID: id, Stage: StagePull, Err: err}
+		}
+		op, err = c.ContainerCreate(ctx, o.request(id, image, start))
+	}
+	if err != nil {
+		return api.OpReply{}, &RunError{ID: id, Stage: StageCreate, Err: err}
+	}
+	return op, nil
 }
 
 // StartAttached starts created container id's task with its stdio and

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"path"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -170,16 +171,21 @@ func (g *Gateway) containersCreate(ctx context.Context, req micro.Request) (any,
 		return nil, err
 	}
 	image := ref.String()
-	_, err = g.cfg.View.Image(ns, image)
-	if errors.Is(err, errdefs.ErrNotFound) {
+	// The image must be unpacked on the node; a client that finds it is not
+	// pulls it and asks again.
+	img, err := g.cfg.View.Image(ns, image)
+	if errors.Is(err, errdefs.ErrNotFound) || err == nil && !slices.Contains(img.Unpacked, node) {
 		// Maybe pulled a moment ago: look again once the view caught up.
 		g.catchUp(ctx)
-		_, err = g.cfg.View.Image(ns, image)
+		img, err = g.cfg.View.Image(ns, image)
 	}
-	if errors.Is(err, errdefs.ErrNotFound) {
+	switch {
+	case errors.Is(err, errdefs.ErrNotFound):
 		return nil, fmt.Errorf("image %s not found: pull it first: %w", image, errdefs.ErrNotFound)
-	} else if err != nil {
+	case err != nil:
 		return nil, err
+	case !slices.Contains(img.Unpacked, node):
+		return nil, fmt.Errorf("image %s is not unpacked on node %s: pull it there first: %w", image, node, errdefs.ErrNotFound)
 	}
 
 	// Two independent round trips: ask them at once.

@@ -81,7 +81,17 @@ func TestContainersCreate(t *testing.T) {
 	if !strings.Contains(desc, "image "+busybox+" not found: pull it first") {
 		t.Fatalf("description = %q", desc)
 	}
-	h.imageUpdated("default", busybox)
+	// Pulled, but unpacked on another node only: not there for this one.
+	h.imageReady("default", busybox, "node-b")
+	before := h.lastSeq()
+	desc = h.wantErr(api.SubjectContainersCreate, api.ContainerCreateRequest{Image: "busybox"}, "not_found")
+	if !strings.Contains(desc, "image "+busybox+" is not unpacked on node node1: pull it there first") {
+		t.Fatalf("description = %q", desc)
+	}
+	if got := h.lastSeq(); got != before {
+		t.Fatalf("a refused create appended events: last seq %d -> %d", before, got)
+	}
+	h.imageReady("default", busybox)
 
 	// A generated id, the normalized image, the gateway's node.
 	body, code, desc := h.call(api.SubjectContainersCreate, api.ContainerCreateRequest{
@@ -131,7 +141,7 @@ func TestContainersCreate(t *testing.T) {
 func TestContainersCreateInvalid(t *testing.T) {
 	h := newHarness(t)
 	h.start()
-	h.imageUpdated("default", busybox)
+	h.imageReady("default", busybox)
 	before := h.lastSeq()
 	img := "busybox"
 	for _, tc := range []struct {
@@ -181,7 +191,7 @@ func TestContainersCreateInvalid(t *testing.T) {
 func TestContainersCreateDuplicateID(t *testing.T) {
 	h := newHarness(t)
 	h.start()
-	h.imageUpdated("default", busybox)
+	h.imageReady("default", busybox)
 	req := api.ContainerCreateRequest{ID: "web", Image: "busybox"}
 	rep, _, _ := h.create(req)
 	// In use while only requested, once created, and while running.
@@ -194,7 +204,7 @@ func TestContainersCreateDuplicateID(t *testing.T) {
 	h.publish("default", "", events.TypeTaskStarted, events.ContainerAggregate("web"), events.TaskStarted{ID: "web", Pid: 1})
 	h.wantErr(api.SubjectContainersCreate, req, "already_exists")
 	// Another namespace has its own ids.
-	h.imageUpdated("team-a", busybox)
+	h.imageReady("team-a", busybox)
 	h.create(api.ContainerCreateRequest{Namespace: "team-a", ID: "web", Image: "busybox"})
 
 	// Free again once deleted.
@@ -228,7 +238,7 @@ func rawCall(nc *nats.Conn, subject string, req any) (code, desc string, err err
 func TestContainersCreateConcurrentSameID(t *testing.T) {
 	h := newHarness(t)
 	h.start()
-	h.imageUpdated("default", busybox)
+	h.imageReady("default", busybox)
 	for round := range 5 {
 		id := fmt.Sprintf("race%d", round)
 		const n = 8
@@ -288,7 +298,7 @@ func TestContainersCreateConcurrentSameID(t *testing.T) {
 func TestContainersLifecycle(t *testing.T) {
 	h := newHarness(t)
 	g := h.start()
-	h.imageUpdated("default", busybox)
+	h.imageReady("default", busybox)
 
 	var list api.ContainersListReply
 	h.ok(api.SubjectContainersList, nil, &list)
@@ -432,7 +442,7 @@ func TestContainersLifecycle(t *testing.T) {
 func TestContainersRequestsInvalid(t *testing.T) {
 	h := newHarness(t)
 	h.start()
-	h.imageUpdated("default", busybox)
+	h.imageReady("default", busybox)
 	rep, _, _ := h.create(api.ContainerCreateRequest{ID: "c1", Image: "busybox"})
 	h.created("default", rep.Operation, "c1", "node1", nil)
 	before := h.lastSeq()
@@ -477,7 +487,7 @@ func TestContainersRequestsInvalid(t *testing.T) {
 func TestContainerRequestsSerialized(t *testing.T) {
 	h := newHarness(t)
 	h.start()
-	h.imageUpdated("default", busybox)
+	h.imageReady("default", busybox)
 	rep, _, _ := h.create(api.ContainerCreateRequest{ID: "c1", Image: "busybox"})
 	h.created("default", rep.Operation, "c1", "node1", nil)
 	filter := events.FilterSubject("default", events.KindContainer, "c1", "")

@@ -259,6 +259,26 @@ func (h *harness) imageUpdated(ns, name string) uint64 {
 	})
 }
 
+// imageReady records image name as pulled and unpacked on nodes (by
+// default the harness's node and node-b), as containers need it.
+func (h *harness) imageReady(ns, name string, nodes ...string) {
+	h.t.Helper()
+	h.imageUpdated(ns, name)
+	if len(nodes) == 0 {
+		nodes = []string{"node1", "node-b"}
+	}
+	for _, node := range nodes {
+		ev, err := events.New(events.Meta{Namespace: ns, Operation: "op-unpack", Node: node}, events.TypeImageUnpacked,
+			events.ImageAggregate(name), events.ImageUnpacked{Name: name, Target: digest.FromString(name), ChainID: digest.FromString("top"), Layers: 1, Snapshotter: "overlay"})
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if _, err := h.pub.Publish(context.Background(), ev); err != nil {
+			h.t.Fatal(err)
+		}
+	}
+}
+
 // commit writes data into the content store.
 func (h *harness) commit(data string) digest.Digest {
 	h.t.Helper()

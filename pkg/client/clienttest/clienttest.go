@@ -285,10 +285,21 @@ func (f *Fake) create(r micro.Request) (any, error) {
 	if req.ID == "" {
 		req.ID = strings.ToLower(nuid.Next())
 	}
+	// As the gateway: the image, by its full name, must be unpacked on the
+	// node.
+	if !strings.Contains(req.Image, "/") {
+		req.Image = "docker.io/library/" + req.Image
+	}
 	f.mu.Lock()
 	f.creates = append(f.creates, req)
 	_, err := f.lookup(ns, req.ID)
+	known := slices.ContainsFunc(f.images, func(img api.Image) bool {
+		return img.Name == req.Image && slices.Contains(img.Unpacked, f.node)
+	})
 	f.mu.Unlock()
+	if !known {
+		return nil, fail("not_found", "image %s is not unpacked on node %s: pull it there first", req.Image, f.node)
+	}
 	if err == nil {
 		return nil, fail("already_exists", "container %s already exists", req.ID)
 	}
