@@ -307,7 +307,7 @@ func decompressor(in *bufio.Reader, src *sourceReader) (io.Reader, func(), error
 		}
 		return &decompReader{r: zr, kind: "gzip"}, func() { zr.Close() }, nil
 	case bytes.HasPrefix(magic, zstdMagic):
-		zr, err := zstd.NewReader(in, zstd.WithDecoderLowmem(false))
+		zr, err := zstd.NewReader(in, zstd.WithDecoderLowmem(false), zstd.WithDecoderConcurrency(1))
 		if err != nil {
 			return nil, nil, fmt.Errorf("archive: zstd: %w: %w", err, errdefs.ErrInvalidArgument)
 		}
