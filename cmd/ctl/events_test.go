@@ -12,15 +12,12 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"github.com/rs/zerolog"
 
+	"github.com/stevedore/stevedore/internal/testutil/gatewaytest"
 	"github.com/stevedore/stevedore/internal/testutil/natstest"
 	"github.com/stevedore/stevedore/pkg/api"
-	"github.com/stevedore/stevedore/pkg/content/local"
 	"github.com/stevedore/stevedore/pkg/events"
 	sdjs "github.com/stevedore/stevedore/pkg/events/jetstream"
-	sdgateway "github.com/stevedore/stevedore/pkg/gateway"
-	"github.com/stevedore/stevedore/pkg/view"
 )
 
 // logBase is the time of the first event of the log these tests read.
@@ -46,47 +43,9 @@ func newEventLog(t *testing.T, withGateway bool) *eventLog {
 	_, js := s.Connect(t)
 	l := &eventLog{t: t, s: s, pub: sdjs.NewPublisher(js)}
 	if withGateway {
-		startGateway(t, s)
+		gatewaytest.Start(t, s)
 	}
 	return l
-}
-
-// startGateway runs the real gateway over s with an in-memory view.
-func startGateway(t *testing.T, s *natstest.Server) {
-	t.Helper()
-	v, err := view.Open("", view.InMemory())
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := local.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, js := s.Connect(t)
-	gw, err := sdgateway.New(sdgateway.Config{Conn: nc, JS: js, Publisher: sdjs.NewPublisher(js), View: v, Content: store,
-		Node: "gw-1", DefaultPlatform: "linux/amd64", Logger: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- gw.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("gateway: %v", err)
-		}
-		_ = v.Close()
-	})
-	// Serving once every endpoint is subscribed.
-	select {
-	case <-gw.Ready():
-	case err := <-done:
-		done <- err // for the cleanup
-		t.Fatalf("gateway: %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("gateway service did not come up")
-	}
 }
 
 func (l *eventLog) at(after time.Duration, ns, op, actor, node string, typ events.Type, agg events.Aggregate, payload any) uint64 {

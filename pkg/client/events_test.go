@@ -13,17 +13,14 @@ import (
 
 	"github.com/opencontainers/go-digest"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
-	"github.com/rs/zerolog"
 
+	"github.com/stevedore/stevedore/internal/testutil/gatewaytest"
 	"github.com/stevedore/stevedore/internal/testutil/natstest"
 	"github.com/stevedore/stevedore/pkg/api"
 	"github.com/stevedore/stevedore/pkg/client"
-	"github.com/stevedore/stevedore/pkg/content/local"
 	"github.com/stevedore/stevedore/pkg/errdefs"
 	"github.com/stevedore/stevedore/pkg/events"
 	sdjs "github.com/stevedore/stevedore/pkg/events/jetstream"
-	"github.com/stevedore/stevedore/pkg/gateway"
-	"github.com/stevedore/stevedore/pkg/view"
 )
 
 // storyBase is when the story's first event happened; each event's time is
@@ -506,49 +503,11 @@ func TestHistoryErrors(t *testing.T) {
 	}
 }
 
-// runGateway runs a real gateway with an in-memory view on s.
-func runGateway(t *testing.T, s *natstest.Server) {
-	t.Helper()
-	v, err := view.Open("", view.InMemory())
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := local.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	nc, js := s.Connect(t)
-	gw, err := gateway.New(gateway.Config{Conn: nc, JS: js, Publisher: sdjs.NewPublisher(js), View: v, Content: store,
-		Node: "gw-1", DefaultPlatform: "linux/amd64", Logger: zerolog.Nop()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- gw.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("gateway: %v", err)
-		}
-		_ = v.Close()
-	})
-	// Serving once every endpoint is subscribed.
-	select {
-	case <-gw.Ready():
-	case err := <-done:
-		done <- err // for the cleanup
-		t.Fatalf("gateway: %v", err)
-	case <-time.After(5 * time.Second):
-		t.Fatal("gateway service did not come up")
-	}
-}
-
 func TestHistoryOfAnOperationTheGatewayKnows(t *testing.T) {
 	s := natstest.Start(t)
 	a := newAppender(t, s)
 	tell(a)
-	runGateway(t, s)
+	gatewaytest.Start(t, s)
 	c := newClient(t, s)
 	// A pull recorded now (the view's start time is recent): only events
 	// from about then are read, and every one of its events is found.
@@ -587,7 +546,7 @@ func TestHistoryOfAnOperationTheGatewayKnows(t *testing.T) {
 func TestViewAt(t *testing.T) {
 	s := natstest.Start(t)
 	tell(newAppender(t, s))
-	runGateway(t, s)
+	gatewaytest.Start(t, s)
 	c := newClient(t, s)
 
 	r, err := c.ViewAt(ctxT(t), api.ViewAtImages, client.LogPoint{Seq: 4})
