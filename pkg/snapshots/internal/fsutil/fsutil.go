@@ -190,31 +190,87 @@ func getXattr(path, name string) ([]byte, error) {
 // DiskUsage returns the bytes allocated (st_blocks × 512) and the number of
 // inodes of the tree at dir, dir included, counting hard-linked inodes once.
 func DiskUsage(ctx context.Context, dir string) (size, inodes int64, err error) {
-	seen := map[devIno]struct{}{}
-	err = filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		var st unix.Stat_t
-		if err := unix.Lstat(path, &st); err != nil {
-			return &os.PathError{Op: "lstat", Path: path, Err: err}
-		}
-		id := devIno{uint64(st.Dev), st.Ino}
-		if _, ok := seen[id]; ok {
-			return nil
-		}
-		seen[id] = struct{}{}
-		size += int64(st.Blocks) * 512
-		inodes++
-		return nil
-	})
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
+		return 0, 0, fmt.Errorf("disk usage of %s: %w", dir, &os.PathError{Op: "open", Path: dir, Err: err})
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		unix.Close(fd)
+		return 0, 0, fmt.Errorf("disk usage of %s: %w", dir, &os.PathError{Op: "fstat", Path: dir, Err: err})
+	}
+	du := usage{ctx: ctx, buf: make([]byte, 32<<10)}
+	du.add(&st)
+	if err := du.dir(fd, dir); err != nil { // closes fd
 		return 0, 0, fmt.Errorf("disk usage of %s: %w", dir, err)
 	}
-	return size, inodes, nil
+	return du.size, du.inodes, nil
+}
+
+// usage sums the blocks and inodes of a tree, each multiply linked inode
+// once. It works relative to directory fds (fstatat per entry), so the
+// kernel does not resolve each entry's full path again.
+type usage struct {
+	ctx          context.Context
+	size, inodes int64
+	seen         map[devIno]struct{} // multiply linked inodes counted
+	buf          []byte
+}
+
+func (u *usage) add(st *unix.Stat_t) {
+	if st.Nlink > 1 && st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		id := devIno{uint64(st.Dev), st.Ino}
+		if _, ok := u.seen[id]; ok {
+			return
+		}
+		if u.seen == nil {
+			u.seen = map[devIno]struct{}{}
+		}
+		u.seen[id] = struct{}{}
+	}
+	u.size += st.Blocks * 512
+	u.inodes++
+}
+
+// dir adds the entries of the open directory fd (named path, for errors),
+// recursively, and closes fd.
+func (u *usage) dir(fd int, path string) error {
+	defer unix.Close(fd)
+	if err := u.ctx.Err(); err != nil {
+		return err
+	}
+	var names []string
+	for {
+		n, err := unix.Getdents(fd, u.buf)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return &os.PathError{Op: "getdents", Path: path, Err: err}
+		}
+		if n == 0 {
+			break
+		}
+		_, _, names = unix.ParseDirent(u.buf[:n], -1, names)
+	}
+	for _, name := range names {
+		var st unix.Stat_t
+		if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+			return &os.PathError{Op: "lstat", Path: filepath.Join(path, name), Err: err}
+		}
+		u.add(&st)
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			continue
+		}
+		cfd, err := unix.Openat(fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		if err != nil {
+			return &os.PathError{Op: "open", Path: filepath.Join(path, name), Err: err}
+		}
+		if err := u.dir(cfd, filepath.Join(path, name)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // SyncDir fsyncs the directory dir, making the entries created, renamed or

@@ -4,6 +4,8 @@ package fsutil
 
 import (
 	"bytes"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"testing"
@@ -102,5 +104,8 @@ func TestCopyPreservesEverything(t *testing.T) {
 	size, inodes, err := DiskUsage(t.Context(), dst)
 	if err != nil || size < 3<<20 || inodes != 11 {
 		t.Errorf("DiskUsage = %d bytes, %d inodes, %v; want ≥ 3 MiB, 11 inodes", size, inodes, err)
+	}
+	if _, _, err := DiskUsage(t.Context(), dst+"-missing"); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("DiskUsage of a missing dir = %v, want fs.ErrNotExist", err)
 	}
 }
