@@ -52,9 +52,13 @@ type applier struct {
 	dirs  map[string]int
 	stale []int // invalidated fds, closed after the current entry
 
-	// added records, in Direct mode, every path this layer created or
-	// wrote and all their ancestors, for whiteouts and opaque markers.
+	// added records every path this layer created or wrote and all their
+	// ancestors: in Direct mode for whiteouts and opaque markers, with
+	// parallel writers to know which names are new (parallel.go).
 	added map[string]struct{}
+
+	parallel bool     // small files go to writers (parallel.go)
+	par      *writers // started at the first such file
 
 	dirTimes []dirTime // directory times, set after everything is written
 
@@ -77,6 +81,9 @@ func newApplier(ctx context.Context, root int, opts Options) *applier {
 }
 
 func (a *applier) close() {
+	if a.par != nil {
+		a.par.stop() // before the directory fds they use are closed
+	}
 	a.dropDirs()
 	a.closeStale()
 	for _, fd := range a.lowerFDs {
@@ -91,10 +98,22 @@ func (a *applier) close() {
 	}
 }
 
-// run reads every entry of the tar and applies it.
+// run reads every entry of the tar and applies it. When it returns, no
+// file is in flight.
 func (a *applier) run(r io.Reader) error {
+	err := a.entriesOf(r)
+	if werr := a.drain(); werr != nil {
+		return werr // an earlier entry's
+	}
+	return err
+}
+
+func (a *applier) entriesOf(r io.Reader) error {
 	tr := tar.NewReader(r)
 	for {
+		if a.par != nil && a.par.failed.Load() {
+			return nil // run returns the writer's error
+		}
 		hdr, err := tr.Next()
 		if err == io.EOF {
 			return nil
@@ -153,10 +172,15 @@ func (a *applier) invalid(format string, args ...any) error {
 
 // fsErr wraps a filesystem error of the current entry.
 func (a *applier) fsErr(op string, err error) error {
+	return entryFSErr(a.entries, a.name, op, err)
+}
+
+// entryFSErr wraps a filesystem error of entry n (1-based) named name.
+func entryFSErr(n int, name, op string, err error) error {
 	if errors.Is(err, unix.ENOSPC) || errors.Is(err, unix.EDQUOT) {
-		return fmt.Errorf("archive: entry %d %q: %s: %w: %w", a.entries, a.name, op, err, errdefs.ErrResourceExhausted)
+		return fmt.Errorf("archive: entry %d %q: %s: %w: %w", n, name, op, err, errdefs.ErrResourceExhausted)
 	}
-	return fmt.Errorf("archive: entry %d %q: %s: %w", a.entries, a.name, op, err)
+	return fmt.Errorf("archive: entry %d %q: %s: %w", n, name, op, err)
 }
 
 // cleanName turns a tar name into a path relative to the root: leading and
@@ -213,6 +237,13 @@ func (a *applier) entry(hdr *tar.Header, tr io.Reader) error {
 		return a.invalid("path escapes the layer root (\"..\")")
 	}
 	parent, base := split(rel)
+	if a.par != nil && (hdr.Typeflag == tar.TypeLink || a.isAdded(rel) ||
+		strings.HasPrefix(base, whiteoutPrefix) && a.isAdded(join(parent, strings.TrimPrefix(base, whiteoutPrefix)))) {
+		// It may observe or replace a file in flight.
+		if err := a.drain(); err != nil {
+			return err
+		}
+	}
 	if strings.HasPrefix(base, whiteoutPrefix) {
 		return a.whiteout(parent, base, hdr)
 	}
@@ -241,7 +272,11 @@ func (a *applier) entry(hdr *tar.Header, tr io.Reader) error {
 	case tar.TypeDir:
 		err = a.mkdir(pfd, rel, base, hdr)
 	case tar.TypeReg, tar.TypeRegA, tar.TypeGNUSparse:
-		err = a.file(pfd, base, hdr, tr)
+		if a.isAsyncFile(rel, hdr) {
+			err = a.fileAsync(pfd, hdr, base, tr)
+		} else {
+			err = a.file(pfd, base, hdr, tr)
+		}
 	case tar.TypeSymlink:
 		err = a.symlink(pfd, base, hdr)
 	case tar.TypeLink:
@@ -257,7 +292,7 @@ func (a *applier) entry(hdr *tar.Header, tr io.Reader) error {
 }
 
 // markAdded records rel and its ancestors as written by this layer (Direct
-// mode only).
+// mode and parallel writers only).
 func (a *applier) markAdded(rel string) {
 	if a.added == nil {
 		return
@@ -287,6 +322,10 @@ func (a *applier) parent(rel string, create bool) (int, error) {
 	}
 	if fd, ok := a.dirs[rel]; ok {
 		return fd, nil
+	}
+	// A file in flight could be where the path expects a directory.
+	if err := a.drain(); err != nil {
+		return -1, err
 	}
 	fd, err := openBeneath(a.root, rel, unix.O_RDONLY|unix.O_DIRECTORY)
 	if errors.Is(err, unix.ENOENT) {
@@ -377,6 +416,9 @@ func (a *applier) dropDirs() {
 }
 
 func (a *applier) closeStale() {
+	if len(a.stale) > 0 {
+		a.drain() // files in flight may use them; an error is returned by run
+	}
 	for _, fd := range a.stale {
 		unix.Close(fd)
 	}
@@ -385,6 +427,9 @@ func (a *applier) closeStale() {
 
 // remove deletes base in pfd, recursively if it is a directory.
 func (a *applier) remove(pfd int, base string) error {
+	if err := a.drain(); err != nil {
+		return err
+	}
 	isDir, err := removeAllAt(pfd, base)
 	if isDir {
 		a.dropDirs()
@@ -426,6 +471,7 @@ func (a *applier) whiteout(parent, base string, hdr *tar.Header) error {
 		if err != nil {
 			return a.fsErr("create whiteout", err)
 		}
+		a.markAdded(target)
 		return a.whiteoutMeta(pfd, name, hdr)
 	}
 	// Direct: delete what the lower layers have at target.
@@ -555,21 +601,30 @@ func (a *applier) dirMeta(fd int, rel string, hdr *tar.Header) error {
 	return nil
 }
 
-// fdMeta sets owner, xattrs and mode (in that order: chown clears setuid,
-// setgid and file capabilities) through an open fd.
+// fdMeta sets owner, xattrs and mode through an open fd.
 func (a *applier) fdMeta(fd int, hdr *tar.Header) error {
+	if op, err := setMeta(fd, hdr); err != nil {
+		return a.fsErr(op, err)
+	}
+	return nil
+}
+
+// setMeta sets owner, xattrs and mode (in that order: chown clears setuid,
+// setgid and file capabilities) through an open fd. On failure it names
+// the operation.
+func setMeta(fd int, hdr *tar.Header) (op string, err error) {
 	if err := unix.Fchown(fd, hdr.Uid, hdr.Gid); err != nil {
-		return a.fsErr("chown", err)
+		return "chown", err
 	}
 	for k, v := range xattrs(hdr) {
 		if err := unix.Fsetxattr(fd, k, []byte(v), 0); err != nil && !ignorableXattrErr(err) {
-			return a.fsErr("set xattr "+k, err)
+			return "set xattr " + k, err
 		}
 	}
 	if err := unix.Fchmod(fd, mode(hdr)); err != nil {
-		return a.fsErr("chmod", err)
+		return "chmod", err
 	}
-	return nil
+	return "", nil
 }
 
 // file writes a regular file.

@@ -214,6 +214,9 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts Options) (Result, 
 
 	a := newApplier(ctx, root, opts)
 	defer a.close()
+	if err := a.startParallel(); err != nil {
+		return Result{}, fmt.Errorf("archive: target directory %s: %w", dir, err)
+	}
 	a.src, a.m, a.pipe = src, m, pipe
 	if d, ok := dec.(*decompReader); ok {
 		a.dec = d
