@@ -223,7 +223,11 @@ func (b *bench) report() string {
 		p("## CPU profile of one multi-layer pull (BENCH_PPROF=1)\n\n")
 		p("`perf record -a -g -F 499` during the pull (both tools, every process), and Go CPU profiles of Stevedore's daemons (their `/debug/pprof/profile`, served with `--pprof`) over the same pull; full reports in bench/out/. Top entries (self time):\n\n")
 		for _, ps := range b.profiles {
-			p("%s, by %s (`%s`):\n\n```\n%s\n```\n\n", ps.tool, ps.kind, ps.path, strings.Join(ps.top, "\n"))
+			path := ps.path
+			if rel, err := filepath.Rel(b.cfg.repo, path); err == nil && !strings.HasPrefix(rel, "..") {
+				path = rel // the report is read from the repository
+			}
+			p("%s, by %s (`%s`):\n\n```\n%s\n```\n\n", ps.tool, ps.kind, path, strings.Join(ps.top, "\n"))
 		}
 	}
 	if f, ok := r.stat("foreign"); ok {

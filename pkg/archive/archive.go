@@ -157,8 +157,11 @@ var ErrNeedsLowers = fmt.Errorf("archive: hard link target is in a parent layer;
 // concurrently.
 //
 // Reading, decompression, hashing and writing run in parallel goroutines;
-// Apply returns only after it has stopped reading r, so a Read blocked in r
-// delays its return (make r honour ctx).
+// in overlay form into an empty dir, small files are also created by two
+// writer goroutines while the tar is read on (in tar order where it
+// matters: see parallel.go). Apply returns only after it has stopped
+// reading r and every file is written, so a Read blocked in r delays its
+// return (make r honour ctx).
 func Apply(ctx context.Context, dir string, r io.Reader, opts Options) (Result, error) {
 	if opts.Mode != OverlayForm && opts.Mode != Direct {
 		return Result{}, fmt.Errorf("archive: unknown mode %d: %w", int(opts.Mode), errdefs.ErrInvalidArgument)
@@ -202,7 +205,8 @@ func Apply(ctx context.Context, dir string, r io.Reader, opts Options) (Result, 
 	defer closeDec()
 
 	// Three stages run in parallel: decompression (for a compressed
-	// layer), hashing and counting, and the filesystem work.
+	// layer), hashing and counting, and the filesystem work (which hands
+	// small files to writers, parallel.go).
 	pipe := &pipeline{}
 	defer pipe.close()
 	var up io.Reader = dec
