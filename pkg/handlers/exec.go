@@ -52,7 +52,8 @@ type Executor struct {
 	LastEvent LastEventFunc
 	// BundleRoot holds bundles at <BundleRoot>/<ns>/<id>.
 	BundleRoot string
-	// StateRoot holds the runtime's task state dirs at <StateRoot>/<id>.
+	// StateRoot holds the runtime's task state dirs at
+	// <StateRoot>/<task id> (runtime.TaskID).
 	StateRoot       string
 	NATSURL         string
 	SnapshotterName string
@@ -87,12 +88,13 @@ func (e *Executor) Start(ctx context.Context) {
 // WaitBackground waits for background work to stop after its context ended.
 func (e *Executor) WaitBackground() { e.wg.Wait() }
 
-func (e *Executor) lock(id string) func() {
+func (e *Executor) lock(ns, id string) func() {
+	key := runtime.TaskID(ns, id)
 	e.mu.Lock()
-	l, ok := e.locks[id]
+	l, ok := e.locks[key]
 	if !ok {
 		l = &sync.Mutex{}
-		e.locks[id] = l
+		e.locks[key] = l
 	}
 	e.mu.Unlock()
 	l.Lock()
@@ -116,7 +118,7 @@ func (e *Executor) Handle(ctx context.Context, ev *events.Envelope) error {
 		if p.Node != e.Node {
 			return nil
 		}
-		defer e.lock(p.ID)()
+		defer e.lock(ev.Namespace, p.ID)()
 		return e.create(ctx, ev, p)
 	case events.TypeTaskStartRequested:
 		var p events.TaskStartRequested
@@ -126,7 +128,7 @@ func (e *Executor) Handle(ctx context.Context, ev *events.Envelope) error {
 		if p.Node != e.Node {
 			return nil
 		}
-		defer e.lock(p.ID)()
+		defer e.lock(ev.Namespace, p.ID)()
 		created, err := e.created(ctx, ev.Namespace, p.ID)
 		if err != nil || created == nil {
 			return e.fail(ctx, ev, p.ID, events.TypeTaskStartFailed, fmt.Errorf("container %s does not exist: %w", p.ID, errdefs.ErrNotFound), err)
@@ -140,7 +142,7 @@ func (e *Executor) Handle(ctx context.Context, ev *events.Envelope) error {
 		if p.Node != e.Node {
 			return nil
 		}
-		return e.kill(ctx, p)
+		return e.kill(ctx, ev.Namespace, p)
 	case events.TypeContainerDeleteRequested:
 		var p events.ContainerDeleteRequested
 		if err := ev.Decode(&p); err != nil {
@@ -149,7 +151,7 @@ func (e *Executor) Handle(ctx context.Context, ev *events.Envelope) error {
 		if p.Node != e.Node {
 			return nil
 		}
-		defer e.lock(p.ID)()
+		defer e.lock(ev.Namespace, p.ID)()
 		return e.delete(ctx, ev, p)
 	}
 	return nil
@@ -404,10 +406,11 @@ func (e *Executor) prepare(ctx context.Context, ns string, p events.ContainerCre
 		e.cleanup(ctx, ns, p.ID)
 	}
 	labels := map[string]string{"stevedore.io/container": ns + "/" + p.ID}
-	mounts, err := e.Snapshots.Prepare(ctx, p.ID, top.String(), labels)
+	key := runtime.TaskID(ns, p.ID)
+	mounts, err := e.Snapshots.Prepare(ctx, key, top.String(), labels)
 	if errors.Is(err, errdefs.ErrAlreadyExists) {
 		e.cleanup(ctx, ns, p.ID)
-		mounts, err = e.Snapshots.Prepare(ctx, p.ID, top.String(), labels)
+		mounts, err = e.Snapshots.Prepare(ctx, key, top.String(), labels)
 	}
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return events.ContainerCreated{}, fmt.Errorf("image %s is not unpacked on node %s: pull it here first: %w", p.Image, e.Node, errdefs.ErrFailedPrecondition)
@@ -448,7 +451,7 @@ func (e *Executor) prepare(ctx context.Context, ns string, p events.ContainerCre
 		return events.ContainerCreated{}, fmt.Errorf("write spec: %w", err)
 	}
 	return events.ContainerCreated{
-		ID: p.ID, Image: p.Image, ImageDigest: img.Target.Digest, ChainID: top, SnapshotKey: p.ID,
+		ID: p.ID, Image: p.Image, ImageDigest: img.Target.Digest, ChainID: top, SnapshotKey: key,
 		Snapshotter: e.SnapshotterName, Spec: specJSON, Labels: o.Labels, Node: e.Node, Rm: p.Rm,
 	}, nil
 }
@@ -458,11 +461,12 @@ func (e *Executor) prepare(ctx context.Context, ns string, p events.ContainerCre
 // (runc and its cgroups) and the rootfs are independent once the task has
 // exited, so they are torn down at once.
 func (e *Executor) cleanup(ctx context.Context, ns, id string) {
+	key := runtime.TaskID(ns, id)
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		if err := e.Runtime.Delete(ctx, id, true); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		if err := e.Runtime.Delete(ctx, key, true); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			e.Log.Warn().Err(err).Str("id", id).Msg("cleanup: delete task")
 		}
 	}()
@@ -473,12 +477,12 @@ func (e *Executor) cleanup(ctx context.Context, ns, id string) {
 	if err := os.RemoveAll(e.bundle(ns, id)); err != nil {
 		e.Log.Warn().Err(err).Str("id", id).Msg("cleanup: remove bundle")
 	}
-	if err := e.Snapshots.Remove(ctx, id); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+	if err := e.Snapshots.Remove(ctx, key); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 		e.Log.Warn().Err(err).Str("id", id).Msg("cleanup: remove rootfs snapshot")
 	}
 	wg.Wait()
 	if e.StateRoot != "" {
-		_ = os.RemoveAll(filepath.Join(e.StateRoot, id))
+		_ = os.RemoveAll(filepath.Join(e.StateRoot, key))
 	}
 }
 
@@ -502,17 +506,18 @@ func (e *Executor) start(ctx context.Context, ev *events.Envelope, id string, st
 // the caller knows it (0 if not).
 func (e *Executor) startAfter(ctx context.Context, ev *events.Envelope, id string, stdin, rm bool, after uint64) error {
 	ns := ev.Namespace
+	key := runtime.TaskID(ns, id)
 	pid := 0
-	if st, err := e.Runtime.State(ctx, id); err == nil && st.Status == runtime.StatusRunning {
+	if st, err := e.Runtime.State(ctx, key); err == nil && st.Status == runtime.StatusRunning {
 		// Started before a crash, but not recorded.
 		pid = st.Pid
 	} else if err == nil && st.Status == runtime.StatusStopped {
 		return e.fail(ctx, ev, id, events.TypeTaskStartFailed, fmt.Errorf("container %s has already run; create a new one: %w", id, errdefs.ErrFailedPrecondition), nil)
 	} else {
 		if e.StateRoot != "" {
-			_ = os.RemoveAll(filepath.Join(e.StateRoot, id))
+			_ = os.RemoveAll(filepath.Join(e.StateRoot, key))
 		}
-		pid, err = e.Runtime.Start(ctx, runtime.CreateOpts{ID: id, Namespace: ns, Bundle: e.bundle(ns, id), Stdin: stdin, NATSURL: e.NATSURL})
+		pid, err = e.Runtime.Start(ctx, runtime.CreateOpts{ID: key, Namespace: ns, Container: id, Bundle: e.bundle(ns, id), Stdin: stdin, NATSURL: e.NATSURL})
 		if err != nil {
 			if ferr := e.fail(ctx, ev, id, events.TypeTaskStartFailed, err, nil); ferr != nil {
 				return ferr
@@ -538,12 +543,13 @@ func (e *Executor) startAfter(ctx context.Context, ev *events.Envelope, id strin
 // started is the sequence of the task-started event, if the caller knows
 // it (0 if not).
 func (e *Executor) watch(cause *events.Envelope, id string, rm bool, started uint64) {
+	key := runtime.TaskID(cause.Namespace, id)
 	e.mu.Lock()
-	if e.watching[id] {
+	if e.watching[key] {
 		e.mu.Unlock()
 		return
 	}
-	e.watching[id] = true
+	e.watching[key] = true
 	bg := e.bg
 	e.mu.Unlock()
 	e.wg.Add(1)
@@ -551,10 +557,10 @@ func (e *Executor) watch(cause *events.Envelope, id string, rm bool, started uin
 		defer e.wg.Done()
 		defer func() {
 			e.mu.Lock()
-			delete(e.watching, id)
+			delete(e.watching, key)
 			e.mu.Unlock()
 		}()
-		exit, err := e.Runtime.Wait(bg, id)
+		exit, err := e.Runtime.Wait(bg, key)
 		if err != nil {
 			if bg.Err() == nil {
 				e.Log.Error().Err(err).Str("id", id).Msg("waiting for task")
@@ -568,7 +574,7 @@ func (e *Executor) watch(cause *events.Envelope, id string, rm bool, started uin
 // exited records a task's exit and, for --rm containers, removes them.
 // started is the sequence of the task's task-started event, or 0.
 func (e *Executor) exited(ctx context.Context, cause *events.Envelope, id string, exit runtime.Exit, rm bool, started uint64) {
-	defer e.lock(id)()
+	defer e.lock(cause.Namespace, id)()
 	// For --rm, the teardown starts at once: the task is gone, whatever the
 	// log says next.
 	var torn chan struct{}
@@ -692,12 +698,12 @@ func (e *Executor) recordExit(ctx context.Context, cause *events.Envelope, id st
 	return nil
 }
 
-func (e *Executor) kill(ctx context.Context, p events.TaskKillRequested) error {
+func (e *Executor) kill(ctx context.Context, ns string, p events.TaskKillRequested) error {
 	sig, err := parseSignal(p.Signal)
 	if err != nil {
 		return events.Permanent(err)
 	}
-	if err := e.Runtime.Kill(ctx, p.ID, sig); err != nil {
+	if err := e.Runtime.Kill(ctx, runtime.TaskID(ns, p.ID), sig); err != nil {
 		if errors.Is(err, errdefs.ErrNotFound) || errors.Is(err, errdefs.ErrFailedPrecondition) {
 			e.Log.Info().Err(err).Str("id", p.ID).Msg("kill: task not running")
 			return nil
@@ -726,15 +732,16 @@ func parseSignal(s string) (syscall.Signal, error) {
 }
 
 func (e *Executor) delete(ctx context.Context, ev *events.Envelope, p events.ContainerDeleteRequested) error {
-	if st, err := e.Runtime.State(ctx, p.ID); err == nil && st.Status == runtime.StatusRunning {
+	key := runtime.TaskID(ev.Namespace, p.ID)
+	if st, err := e.Runtime.State(ctx, key); err == nil && st.Status == runtime.StatusRunning {
 		if !p.Force {
 			return e.fail(ctx, ev, p.ID, events.TypeContainerDeleteFailed, fmt.Errorf("container %s is running: stop it first or use --force: %w", p.ID, errdefs.ErrFailedPrecondition), nil)
 		}
-		if err := e.Runtime.Kill(ctx, p.ID, syscall.SIGKILL); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
+		if err := e.Runtime.Kill(ctx, key, syscall.SIGKILL); err != nil && !errors.Is(err, errdefs.ErrNotFound) {
 			return err
 		}
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		exit, err := e.Runtime.Wait(wctx, p.ID)
+		exit, err := e.Runtime.Wait(wctx, key)
 		cancel()
 		if err == nil {
 			// Record the exit here, before the deletion: the watcher waits
@@ -784,7 +791,7 @@ func (e *Executor) Reconcile(ctx context.Context) error {
 }
 
 func (e *Executor) reconcileOne(ctx context.Context, ns, id string) error {
-	defer e.lock(id)()
+	defer e.lock(ns, id)()
 	created, err := e.created(ctx, ns, id)
 	if err != nil {
 		return err
@@ -804,13 +811,14 @@ func (e *Executor) reconcileOne(ctx context.Context, ns, id string) error {
 		return err
 	}
 	recorded := exitedEv != nil && exitedEv.Seq > started.Seq
-	st, err := e.Runtime.State(ctx, id)
+	key := runtime.TaskID(ns, id)
+	st, err := e.Runtime.State(ctx, key)
 	switch {
 	case err == nil && st.Status == runtime.StatusRunning:
 		e.Log.Info().Str("id", id).Int("pid", st.Pid).Msg("reconcile: task still running; watching it")
 		e.watch(started, id, created.Rm, 0)
 	case !recorded:
-		exit, ok, xerr := e.Runtime.Exit(ctx, id)
+		exit, ok, xerr := e.Runtime.Exit(ctx, key)
 		if xerr != nil || !ok {
 			exit = runtime.Exit{Code: -1, Signal: "unknown", ExitedAt: time.Now().UTC()}
 		}

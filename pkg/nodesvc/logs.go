@@ -15,13 +15,16 @@ import (
 
 	"github.com/stevedore/stevedore/pkg/api"
 	"github.com/stevedore/stevedore/pkg/errdefs"
+	"github.com/stevedore/stevedore/pkg/events"
+	"github.com/stevedore/stevedore/pkg/runtime"
 )
 
 // LogsConfig wires the executor's task log endpoint.
 type LogsConfig struct {
 	Conn *nats.Conn
 	Node string
-	// StateRoot holds the tasks' state dirs: <StateRoot>/<id>/<stream>.log.
+	// StateRoot holds the tasks' state dirs:
+	// <StateRoot>/<task id>/<stream>.log (runtime.TaskID).
 	StateRoot string
 	Logger    zerolog.Logger
 }
@@ -67,6 +70,12 @@ func readLog(root string, data []byte) ([]byte, error) {
 	if !idRe.MatchString(req.ID) {
 		return nil, fmt.Errorf("container id %q is not valid: %w", req.ID, errdefs.ErrInvalidArgument)
 	}
+	if req.Namespace == "" {
+		req.Namespace = events.DefaultNamespace
+	}
+	if err := events.ValidateNamespace(req.Namespace); err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+	}
 	if req.Stream != "stdout" && req.Stream != "stderr" {
 		return nil, fmt.Errorf("stream %q: want stdout or stderr: %w", req.Stream, errdefs.ErrInvalidArgument)
 	}
@@ -74,7 +83,7 @@ func readLog(root string, data []byte) ([]byte, error) {
 	if n <= 0 || n > api.MaxReadChunk {
 		n = api.MaxReadChunk
 	}
-	f, err := os.Open(filepath.Join(root, req.ID, req.Stream+".log"))
+	f, err := os.Open(filepath.Join(root, runtime.TaskID(req.Namespace, req.ID), req.Stream+".log"))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, fmt.Errorf("no logs for container %s on this node: %w", req.ID, errdefs.ErrNotFound)
 	}

@@ -25,8 +25,11 @@ package runtime
 
 import (
 	"context"
+	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/stevedore/stevedore/pkg/events"
 )
 
 // Task statuses reported in State.Status.
@@ -68,14 +71,33 @@ func IOSubject(ns, id, stream string) string {
 	return IOPrefix + "." + ns + "." + id + "." + stream
 }
 
+// TaskID returns the node-unique id of the task of container id in
+// namespace ns: the name of its runc container, state dir and rootfs
+// snapshot. Namespaces may hold containers with the same id, and they must
+// not touch each other's tasks. In the default namespace it is the
+// container id itself; in another one it is "_", the namespace's length,
+// "_", the namespace, "_" and the id ("_1_b_web" for b/web). Container ids
+// start with a letter or digit, so the two forms never meet, and the
+// length makes the second one unambiguous. The result is one subject
+// token of at most 197 bytes.
+func TaskID(ns, id string) string {
+	if ns == events.DefaultNamespace {
+		return id
+	}
+	return "_" + strconv.Itoa(len(ns)) + "_" + ns + "_" + id
+}
+
 // CreateOpts describes a task to start.
 type CreateOpts struct {
 	// ID names the task and its runc container. It must be unique on the
-	// node across namespaces and be one subject token: letters, digits,
-	// '_' and '-', at most 128 characters.
+	// node across namespaces (see TaskID) and be one subject token: letters,
+	// digits, '_' and '-', at most 255 characters.
 	ID string
 	// Namespace is the task's namespace, used in its stdio subjects.
 	Namespace string
+	// Container is the container id its stdio subjects are named by;
+	// empty means ID.
+	Container string
 	// Bundle is an absolute path to an OCI bundle prepared by the caller: a
 	// directory with config.json and the rootfs it names.
 	Bundle string

@@ -252,3 +252,58 @@ func TestExecutorKilledWhileTaskRuns(t *testing.T) {
 	c.mustCtl("rm", "brief")
 	c.assertNothingLeft("survivor", "brief")
 }
+
+// TestNamespacesShareContainerIDs runs a container with the same id in two
+// namespaces on one node: each keeps its own task, logs, signals and
+// removal (their runc containers, state dirs and rootfs snapshots are
+// named by runtime.TaskID).
+func TestNamespacesShareContainerIDs(t *testing.T) {
+	c, img := busyboxCluster(t)
+	code := map[string]string{"a": "7", "b": "9"}
+	for _, ns := range []string{"a", "b"} {
+		c.mustCtl("-n", ns, "run", "-d", "--name", "same", img, "sh", "-c",
+			"echo from-"+ns+"; trap 'exit "+code[ns]+"' TERM; while true; do sleep 0.1; done")
+	}
+	info := func(ns string) api.Container {
+		t.Helper()
+		var ct api.Container
+		if err := json.Unmarshal([]byte(c.mustCtl("-n", ns, "containers", "info", "same")), &ct); err != nil {
+			t.Fatal(err)
+		}
+		return ct
+	}
+	a, b := info("a"), info("b")
+	if a.Task.Status != api.TaskRunning || b.Task.Status != api.TaskRunning || a.Task.Pid == b.Task.Pid {
+		t.Fatalf("both tasks should run apart: a %+v, b %+v", a.Task, b.Task)
+	}
+	for _, ns := range []string{"a", "b"} {
+		var out string
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+			if out = c.mustCtl("-n", ns, "logs", "same"); out != "" {
+				break
+			}
+		}
+		if out != "from-"+ns+"\n" {
+			t.Errorf("-n %s logs same = %q, want %q", ns, out, "from-"+ns+"\n")
+		}
+	}
+
+	// Stopping and removing a's container leaves b's running.
+	c.mustCtl("-n", "a", "kill", "same")
+	if r := c.ctl("-n", "a", "wait", "same"); strings.TrimSpace(r.stdout) != "7" {
+		t.Fatalf("-n a wait same = %q, want 7", r.stdout)
+	}
+	c.mustCtl("-n", "a", "rm", "same")
+	if b := info("b"); b.Task.Status != api.TaskRunning {
+		t.Fatalf("b's task after a's was stopped and removed: %+v", b.Task)
+	}
+	if err := syscall.Kill(b.Task.Pid, 0); err != nil {
+		t.Fatalf("b's task process: %v", err)
+	}
+	c.mustCtl("-n", "b", "kill", "same")
+	if r := c.ctl("-n", "b", "wait", "same"); strings.TrimSpace(r.stdout) != "9" {
+		t.Fatalf("-n b wait same = %q, want 9", r.stdout)
+	}
+	c.mustCtl("-n", "b", "rm", "same")
+	c.assertNothingLeft()
+}

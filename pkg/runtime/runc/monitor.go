@@ -35,6 +35,8 @@ type monitorConfig struct {
 	StateDir  string `json:"stateDir,omitempty"`
 	ID        string `json:"id"`
 	Namespace string `json:"namespace"`
+	// Container names the stdio subjects; empty means ID.
+	Container string `json:"container,omitempty"`
 	Bundle    string `json:"bundle"`
 	Stdin     bool   `json:"stdin"`
 	NATSURL   string `json:"natsURL,omitempty"`
@@ -43,6 +45,14 @@ type monitorConfig struct {
 	// Preconnect marks the message a spare monitor may get first: connect
 	// to NATSURL now, while waiting, and read the task's config next.
 	Preconnect bool `json:"preconnect,omitempty"`
+}
+
+// container is the id the task's stdio subjects are named by.
+func (c *monitorConfig) container() string {
+	if c.Container != "" {
+		return c.Container
+	}
+	return c.ID
 }
 
 // readyMsg is what the monitor reports to Start on fd 3: the task's pid, or
@@ -462,7 +472,7 @@ func (m *monitor) connectNATS() {
 	}
 	nc := m.nc
 	if m.stdinW != nil {
-		sub, err := nc.Subscribe(runtime.IOSubject(m.cfg.Namespace, m.cfg.ID, runtime.StreamStdin), m.onStdin)
+		sub, err := nc.Subscribe(runtime.IOSubject(m.cfg.Namespace, m.cfg.container(), runtime.StreamStdin), m.onStdin)
 		if err != nil {
 			m.log.Printf("subscribe stdin: %v", err)
 		} else {
@@ -546,7 +556,7 @@ func (m *monitor) publisher(stream string) func([]byte) error {
 	if m.cfg.NATSURL == "" {
 		return nil
 	}
-	subj := runtime.IOSubject(m.cfg.Namespace, m.cfg.ID, stream)
+	subj := runtime.IOSubject(m.cfg.Namespace, m.cfg.container(), stream)
 	return func(b []byte) error {
 		<-m.natsDone
 		if m.nc == nil {

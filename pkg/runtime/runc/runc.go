@@ -85,8 +85,12 @@ type Runtime struct {
 
 var _ runtime.Runtime = (*Runtime)(nil)
 
-// idRe is what a task id may be: a runc id that is also one subject token.
-var idRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
+// idRe is what a task id may be: a runc id that is also one subject token
+// (runtime.TaskID's forms).
+var idRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,254}$`)
+
+// containerRe is what a container id naming stdio subjects may be.
+var containerRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
 
 // nsRe is a namespace, as pkg/events validates it.
 var nsRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
@@ -171,6 +175,9 @@ func (r *Runtime) validate(opts *runtime.CreateOpts) error {
 	}
 	if !nsRe.MatchString(opts.Namespace) {
 		return fmt.Errorf("task %s: namespace %q: must match %s: %w", opts.ID, opts.Namespace, nsRe, errdefs.ErrInvalidArgument)
+	}
+	if opts.Container != "" && !containerRe.MatchString(opts.Container) {
+		return fmt.Errorf("task %s: container id %q: must match %s: %w", opts.ID, opts.Container, containerRe, errdefs.ErrInvalidArgument)
 	}
 	if !filepath.IsAbs(opts.Bundle) {
 		return fmt.Errorf("task %s: bundle %q is not an absolute path: %w", opts.ID, opts.Bundle, errdefs.ErrInvalidArgument)
@@ -374,7 +381,7 @@ func (r *Runtime) Close() error {
 
 func (r *Runtime) startMonitor(ctx context.Context, opts runtime.CreateOpts, dir string) (int, error) {
 	cfg := monitorConfig{
-		ID: opts.ID, Namespace: opts.Namespace, Bundle: opts.Bundle, Stdin: opts.Stdin,
+		ID: opts.ID, Namespace: opts.Namespace, Container: opts.Container, Bundle: opts.Bundle, Stdin: opts.Stdin,
 		NATSURL: opts.NATSURL, Runc: r.cfg.Runc, Root: r.cfg.Root,
 	}
 	cfgData, err := json.Marshal(cfg)
