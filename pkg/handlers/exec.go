@@ -188,15 +188,11 @@ func (e *Executor) record(ctx context.Context, cause *events.Envelope, id string
 // sequence (after, if not 0): the first attempt expects it without asking
 // the log. It returns the new event's sequence.
 func (e *Executor) recordAfter(ctx context.Context, cause *events.Envelope, id string, t events.Type, payload any, msgID string, after uint64) (uint64, error) {
-	out, err := events.New(events.MetaFrom(cause, e.Node), t, events.ContainerAggregate(id), payload)
+	out, err := e.newEvent(cause, id, t, payload)
 	if err != nil {
 		return 0, err
 	}
-	return e.append(ctx, cause.Namespace, id, out, msgID, after)
-}
-
-func (e *Executor) append(ctx context.Context, ns, id string, out *events.Envelope, msgID string, after uint64) (uint64, error) {
-	filter := containerFilter(ns, id)
+	filter := containerFilter(cause.Namespace, id)
 	for attempt := 0; ; attempt++ {
 		last := after
 		if attempt > 0 || after == 0 {
@@ -208,15 +204,57 @@ func (e *Executor) append(ctx context.Context, ns, id string, out *events.Envelo
 				last = 0
 			}
 		}
-		seq, err := e.Pub.Publish(ctx, out, events.WithMsgID(msgID), events.WithExpectLastSeqFor(last, filter))
+		seq, err := e.appendIfLast(ctx, out, id, msgID, last)
 		if errors.Is(err, events.ErrWrongLastSequence) && attempt < 20 {
 			continue
 		}
-		if err != nil {
-			return 0, fmt.Errorf("record %s for %s: %w", out.Type, id, err)
-		}
-		return seq, nil
+		return seq, err
 	}
+}
+
+// recordIfLast is recordAfter without retries: it appends only if the event
+// at sequence last is still the container's last, and otherwise returns an
+// error wrapping events.ErrWrongLastSequence.
+func (e *Executor) recordIfLast(ctx context.Context, cause *events.Envelope, id string, t events.Type, payload any, msgID string, last uint64) (uint64, error) {
+	out, err := e.newEvent(cause, id, t, payload)
+	if err != nil {
+		return 0, err
+	}
+	return e.appendIfLast(ctx, out, id, msgID, last)
+}
+
+// newEvent builds a fact about container id caused by cause.
+func (e *Executor) newEvent(cause *events.Envelope, id string, t events.Type, payload any) (*events.Envelope, error) {
+	return events.New(events.MetaFrom(cause, e.Node), t, events.ContainerAggregate(id), payload)
+}
+
+// appendIfLast appends out, a fact about container id, only if the event at
+// sequence last is the container's last (0: it has none); otherwise it
+// returns an error wrapping events.ErrWrongLastSequence and appends nothing.
+func (e *Executor) appendIfLast(ctx context.Context, out *events.Envelope, id, msgID string, last uint64) (uint64, error) {
+	seq, err := e.Pub.Publish(ctx, out, events.WithMsgID(msgID), events.WithExpectLastSeqFor(last, containerFilter(out.Namespace, id)))
+	if err != nil {
+		return 0, fmt.Errorf("record %s for %s: %w", out.Type, id, err)
+	}
+	return seq, nil
+}
+
+// async runs f in a goroutine. The function it returns waits for f's
+// result and returns it, every time it is called.
+func async[T any](f func() (T, error)) func() (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	c := make(chan result, 1)
+	go func() {
+		v, err := f()
+		c <- result{v, err}
+	}()
+	return sync.OnceValues(func() (T, error) {
+		r := <-c
+		return r.v, r.err
+	})
 }
 
 // fail records a failure fact for a request and acknowledges the request:
@@ -254,19 +292,7 @@ func (e *Executor) created(ctx context.Context, ns, id string) (*events.Containe
 func (e *Executor) create(ctx context.Context, ev *events.Envelope, p events.ContainerCreateRequested) error {
 	// The image is looked up while the container's history is: two
 	// independent reads of the log.
-	type found struct {
-		img events.ImageUpdated
-		err error
-	}
-	imgc := make(chan found, 1)
-	go func() {
-		img, err := e.image(ctx, ev.Namespace, p.Image)
-		imgc <- found{img, err}
-	}()
-	image := sync.OnceValues(func() (events.ImageUpdated, error) {
-		f := <-imgc
-		return f.img, f.err
-	})
+	image := async(func() (events.ImageUpdated, error) { return e.image(ctx, ev.Namespace, p.Image) })
 	defer func() { _, _ = image() }() // the lookup ends before the handler does
 	// Usually the request is the container's last event: nothing happened
 	// since, so this is its first delivery.
@@ -319,24 +345,17 @@ func (e *Executor) createNew(ctx context.Context, ev *events.Envelope, p events.
 func (e *Executor) image(ctx context.Context, ns, name string) (events.ImageUpdated, error) {
 	agg := events.ImageAggregate(name)
 	// Two independent reads of the log: ask them at once.
-	type result struct {
-		ev  *events.Envelope
-		err error
-	}
-	lastc := make(chan result, 1)
-	go func() {
-		ev, err := e.LastEvent(ctx, events.FilterSubject(ns, events.KindImage, agg.ID, ""))
-		lastc <- result{ev, err}
-	}()
+	lastEvent := async(func() (*events.Envelope, error) {
+		return e.LastEvent(ctx, events.FilterSubject(ns, events.KindImage, agg.ID, ""))
+	})
 	upd, err := e.LastEvent(ctx, events.FilterSubject(ns, events.KindImage, agg.ID, events.TypeImageUpdated))
-	lr := <-lastc
+	last, lerr := lastEvent()
 	if err == nil {
-		err = lr.err
+		err = lerr
 	}
 	if err != nil {
 		return events.ImageUpdated{}, err
 	}
-	last := lr.ev
 	if upd == nil || (last != nil && last.Type == events.TypeImageDeleted) {
 		return events.ImageUpdated{}, fmt.Errorf("image %s not found: pull it first: %w", name, errdefs.ErrNotFound)
 	}
@@ -648,21 +667,6 @@ func taskExited(id string, exit runtime.Exit) events.TaskExited {
 	return events.TaskExited{
 		ID: id, Code: exit.Code, Signal: exit.Signal, OOMKilled: exit.OOMKilled, StartedAt: exit.StartedAt, ExitedAt: exit.ExitedAt,
 	}
-}
-
-// recordIfLast appends a fact about container id only if the event at
-// sequence last is still the container's last; otherwise it returns an error
-// wrapping events.ErrWrongLastSequence and appends nothing.
-func (e *Executor) recordIfLast(ctx context.Context, cause *events.Envelope, id string, t events.Type, payload any, msgID string, last uint64) (uint64, error) {
-	out, err := events.New(events.MetaFrom(cause, e.Node), t, events.ContainerAggregate(id), payload)
-	if err != nil {
-		return 0, err
-	}
-	seq, err := e.Pub.Publish(ctx, out, events.WithMsgID(msgID), events.WithExpectLastSeqFor(last, containerFilter(cause.Namespace, id)))
-	if err != nil {
-		return 0, fmt.Errorf("record %s for %s: %w", t, id, err)
-	}
-	return seq, nil
 }
 
 // exitMsgID deduplicates the record of the exit of the task started at
