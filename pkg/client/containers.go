@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"regexp"
 
 	"github.com/nats-io/nats.go"
 
@@ -16,9 +15,6 @@ import (
 	sdjs "github.com/stevedore/stevedore/pkg/events/jetstream"
 )
 
-// idRe is what a container id may be: one subject token the runtime accepts.
-var idRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
-
 // ValidateContainerID accepts an id a container can have: letters, digits,
 // '_' and '-', starting with a letter or digit, at most 128 characters (it
 // is one token of the container's event and stdio subjects). Errors wrap
@@ -27,7 +23,7 @@ func ValidateContainerID(id string) error {
 	if id == "" {
 		return fmt.Errorf("%w: no container id given", errdefs.ErrInvalidArgument)
 	}
-	if !idRe.MatchString(id) {
+	if !events.ValidContainerID(id) {
 		return fmt.Errorf("%w: container id %q: use letters, digits, '_' and '-' (starting with a letter or digit), at most 128 characters", errdefs.ErrInvalidArgument, id)
 	}
 	return nil

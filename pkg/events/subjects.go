@@ -40,6 +40,15 @@ func ProgressSubject(op string) string { return ProgressPrefix + "." + op }
 
 var nsRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
 
+// ContainerIDPattern is what a container id must match: one token of the
+// container's event and stdio subjects, and a runc id.
+const ContainerIDPattern = `^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`
+
+var containerIDRe = regexp.MustCompile(ContainerIDPattern)
+
+// ValidContainerID reports whether id matches ContainerIDPattern.
+func ValidContainerID(id string) bool { return containerIDRe.MatchString(id) }
+
 // ValidateNamespace checks that ns can be a subject token.
 func ValidateNamespace(ns string) error {
 	if !nsRe.MatchString(ns) {

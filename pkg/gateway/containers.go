@@ -9,7 +9,6 @@ import (
 	"maps"
 	"math/rand/v2"
 	"path"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -28,10 +27,6 @@ import (
 	"github.com/stevedore/stevedore/pkg/remotes"
 )
 
-// containerIDRe is what a container id must match: it becomes a subject
-// token and a runc id.
-var containerIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
-
 // maxSerializedAttempts bounds how often a container request is re-decided
 // after another append to the same container won the race; between
 // attempts it waits a random while of up to attempt × serializedBackoff, so
@@ -45,8 +40,8 @@ func checkContainerID(id string) error {
 	if id == "" {
 		return fmt.Errorf("no container id given: %w", errdefs.ErrInvalidArgument)
 	}
-	if !containerIDRe.MatchString(id) {
-		return fmt.Errorf("container id %q is not valid: it must match %s: %w", id, containerIDRe, errdefs.ErrInvalidArgument)
+	if !events.ValidContainerID(id) {
+		return fmt.Errorf("container id %q is not valid: it must match %s: %w", id, events.ContainerIDPattern, errdefs.ErrInvalidArgument)
 	}
 	return nil
 }

@@ -6,7 +6,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -28,8 +27,6 @@ type LogsConfig struct {
 	StateRoot string
 	Logger    zerolog.Logger
 }
-
-var idRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
 
 // StartLogs registers the executor's micro service with the task log
 // endpoint on api.TaskLogsSubject(node).
@@ -67,7 +64,7 @@ func readLog(root string, data []byte) ([]byte, error) {
 	if err := decode(data, &req); err != nil {
 		return nil, err
 	}
-	if !idRe.MatchString(req.ID) {
+	if !events.ValidContainerID(req.ID) {
 		return nil, fmt.Errorf("container id %q is not valid: %w", req.ID, errdefs.ErrInvalidArgument)
 	}
 	if req.Namespace == "" {

@@ -38,6 +38,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/stevedore/stevedore/pkg/errdefs"
+	"github.com/stevedore/stevedore/pkg/events"
 	"github.com/stevedore/stevedore/pkg/runtime"
 )
 
@@ -88,9 +89,6 @@ var _ runtime.Runtime = (*Runtime)(nil)
 // idRe is what a task id may be: a runc id that is also one subject token
 // (runtime.TaskID's forms).
 var idRe = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_-]{0,254}$`)
-
-// containerRe is what a container id naming stdio subjects may be.
-var containerRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$`)
 
 // nsRe is a namespace, as pkg/events validates it.
 var nsRe = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,62}$`)
@@ -176,8 +174,8 @@ func (r *Runtime) validate(opts *runtime.CreateOpts) error {
 	if !nsRe.MatchString(opts.Namespace) {
 		return fmt.Errorf("task %s: namespace %q: must match %s: %w", opts.ID, opts.Namespace, nsRe, errdefs.ErrInvalidArgument)
 	}
-	if opts.Container != "" && !containerRe.MatchString(opts.Container) {
-		return fmt.Errorf("task %s: container id %q: must match %s: %w", opts.ID, opts.Container, containerRe, errdefs.ErrInvalidArgument)
+	if opts.Container != "" && !events.ValidContainerID(opts.Container) {
+		return fmt.Errorf("task %s: container id %q: must match %s: %w", opts.ID, opts.Container, events.ContainerIDPattern, errdefs.ErrInvalidArgument)
 	}
 	if !filepath.IsAbs(opts.Bundle) {
 		return fmt.Errorf("task %s: bundle %q is not an absolute path: %w", opts.ID, opts.Bundle, errdefs.ErrInvalidArgument)
