@@ -645,7 +645,7 @@ func (e *Engine) applyLayer(ctx context.Context, name, parent string, labels map
 	if err := e.callFill(ctx, fill, fsDir, lowers); err != nil {
 		return snapshots.Info{}, err
 	}
-	// Measuring the tree (CPU: an lstat per entry) and syncing it (waiting
+	// Measuring the tree (CPU: a stat per entry) and syncing it (waiting
 	// on the disk) are independent: do them at once.
 	var (
 		size, inodes int64
