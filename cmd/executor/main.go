@@ -84,6 +84,9 @@ func main() {
 }
 
 func run(ctx context.Context, c config, log zerolog.Logger) error {
+	if err := events.ValidateNode(c.node); err != nil {
+		return fmt.Errorf("--node: %w", err)
+	}
 	log = log.With().Str("node", c.node).Int("pid", os.Getpid()).Logger()
 	sdjs.SetObserver(metrics.JetStream{})
 	if err := profiling.Check(c.pprof, c.metrics); err != nil {

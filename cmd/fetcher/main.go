@@ -21,6 +21,7 @@ import (
 	"github.com/stevedore/stevedore/internal/daemon/profiling"
 	"github.com/stevedore/stevedore/pkg/api"
 	"github.com/stevedore/stevedore/pkg/content/local"
+	"github.com/stevedore/stevedore/pkg/events"
 	sdjs "github.com/stevedore/stevedore/pkg/events/jetstream"
 	"github.com/stevedore/stevedore/pkg/handlers"
 	"github.com/stevedore/stevedore/pkg/metrics"
@@ -87,6 +88,9 @@ func main() {
 }
 
 func run(ctx context.Context, c config, log zerolog.Logger) error {
+	if err := events.ValidateNode(c.node); err != nil {
+		return fmt.Errorf("--node: %w", err)
+	}
 	log = log.With().Str("node", c.node).Int("pid", os.Getpid()).Logger()
 	sdjs.SetObserver(metrics.JetStream{})
 	if err := profiling.Check(c.pprof, c.metrics); err != nil {
@@ -127,7 +131,7 @@ func run(ctx context.Context, c config, log zerolog.Logger) error {
 		Log:      log,
 	}
 	cfg := sdjs.ConsumerConfig{
-		Durable: "fetcher", Filters: f.Filters(), Concurrency: c.concurrency,
+		Durable: events.WorkerDurable("fetcher", c.node), Filters: f.Filters(), Concurrency: c.concurrency,
 		AckWait: c.ackWait, MaxAttempts: c.maxAttempts, OnFailure: f.OnFailure, Logger: log,
 	}
 	// The stream is the gateway's to create: wait for it.

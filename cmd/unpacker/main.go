@@ -23,6 +23,7 @@ import (
 	"github.com/stevedore/stevedore/internal/daemon/profiling"
 	"github.com/stevedore/stevedore/pkg/archive"
 	"github.com/stevedore/stevedore/pkg/content/local"
+	"github.com/stevedore/stevedore/pkg/events"
 	sdjs "github.com/stevedore/stevedore/pkg/events/jetstream"
 	"github.com/stevedore/stevedore/pkg/handlers"
 	"github.com/stevedore/stevedore/pkg/metrics"
@@ -124,6 +125,9 @@ func (a applier) ApplyLayer(ctx context.Context, dir string, r io.Reader, diffID
 }
 
 func run(ctx context.Context, c config, log zerolog.Logger) error {
+	if err := events.ValidateNode(c.node); err != nil {
+		return fmt.Errorf("--node: %w", err)
+	}
 	log = log.With().Str("node", c.node).Int("pid", os.Getpid()).Logger()
 	sdjs.SetObserver(metrics.JetStream{})
 	if err := profiling.Check(c.pprof, c.metrics); err != nil {

@@ -199,7 +199,7 @@ func (c *Client) opHistory(ctx context.Context, id string) ([]*events.Envelope, 
 			r.startTime = &start
 		}
 		if slices.Contains(containerOpKinds, op.Kind) && ValidateContainerID(op.Ref) == nil {
-			r.filters = []string{events.EventsPrefix + ".*." + events.KindContainer + "." + op.Ref + ".*"}
+			r.filters = []string{events.FilterSubject("", events.KindContainer, op.Ref, "")}
 		}
 	case errors.Is(err, errdefs.ErrNotFound), errors.Is(err, errdefs.ErrUnavailable):
 		// No record of it (or no gateway to ask): read the whole log.

@@ -32,17 +32,21 @@ const (
 
 // Envelope wraps every event. Payload holds the type's payload as JSON.
 type Envelope struct {
-	ID        string          `json:"id"`
-	Type      Type            `json:"type"`
-	Version   int             `json:"v"`
-	Time      time.Time       `json:"time"`
-	Namespace string          `json:"ns"`
-	Aggregate Aggregate       `json:"aggregate"`
-	Operation string          `json:"op,omitempty"`
-	Causation string          `json:"causation,omitempty"`
-	Actor     string          `json:"actor,omitempty"`
-	Node      string          `json:"node,omitempty"`
-	Payload   json.RawMessage `json:"payload"`
+	ID        string    `json:"id"`
+	Type      Type      `json:"type"`
+	Version   int       `json:"v"`
+	Time      time.Time `json:"time"`
+	Namespace string    `json:"ns"`
+	Aggregate Aggregate `json:"aggregate"`
+	Operation string    `json:"op,omitempty"`
+	Causation string    `json:"causation,omitempty"`
+	Actor     string    `json:"actor,omitempty"`
+	// Node is the node the event concerns: for a worker's fact the node
+	// of the worker that recorded it; for a request, the node asked to
+	// act on it. It is the last token of the event's subject, so a node's
+	// workers consume only their node's events.
+	Node    string          `json:"node,omitempty"`
+	Payload json.RawMessage `json:"payload"`
 
 	// Seq is the log's sequence number for this event. It is set when the
 	// event is read from the log and is not part of the stored JSON.
@@ -57,7 +61,7 @@ type Aggregate struct {
 
 // Subject returns the subject the envelope is published on.
 func (e *Envelope) Subject() string {
-	return Subject(e.Namespace, e.Aggregate.Kind, e.Aggregate.ID, e.Type)
+	return Subject(e.Namespace, e.Aggregate.Kind, e.Aggregate.ID, e.Type, e.Node)
 }
 
 // Decode unmarshals the payload into v.

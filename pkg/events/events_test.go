@@ -19,17 +19,29 @@ func TestSubjectsRoundTrip(t *testing.T) {
 		if err != nil || back != name {
 			t.Errorf("decode %q = %q, %v; want %q", agg.ID, back, err, name)
 		}
-		ev, err := events.New(events.Meta{Namespace: "default"}, events.TypeImageUpdated, agg, events.ImageUpdated{Name: name})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ns, kind, id, typ, err := events.ParseSubject(ev.Subject())
-		if err != nil || ns != "default" || kind != events.KindImage || id != agg.ID || typ != events.TypeImageUpdated {
-			t.Errorf("ParseSubject(%q) = %s %s %s %s %v", ev.Subject(), ns, kind, id, typ, err)
+		for _, node := range []string{"", "build-7"} {
+			ev, err := events.New(events.Meta{Namespace: "default", Node: node}, events.TypeImageUpdated, agg, events.ImageUpdated{Name: name})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ns, kind, id, typ, gotNode, err := events.ParseSubject(ev.Subject())
+			if err != nil || ns != "default" || kind != events.KindImage || id != agg.ID || typ != events.TypeImageUpdated || gotNode != node {
+				t.Errorf("ParseSubject(%q) = %s %s %s %s %s %v", ev.Subject(), ns, kind, id, typ, gotNode, err)
+			}
 		}
 	}
-	if _, _, _, _, err := events.ParseSubject("sd.evt.default.blob"); err == nil {
-		t.Error("short subject parsed")
+	for _, bad := range []string{"sd.evt.default.blob", "sd.evt.default.blob.abc.blob-committed", "sd.evt.default.blob.abc.blob-committed.n.x"} {
+		if _, _, _, _, _, err := events.ParseSubject(bad); err == nil {
+			t.Errorf("ParseSubject(%q) parsed a subject of the wrong length", bad)
+		}
+	}
+}
+
+func TestValidateNode(t *testing.T) {
+	for node, ok := range map[string]bool{"vm": true, "build-07": true, "Node_1": true, "a.b": false, "": false, "-x": false, "a*": false, "a b": false, "a>": false} {
+		if err := events.ValidateNode(node); (err == nil) != ok {
+			t.Errorf("ValidateNode(%q) = %v, want ok=%v", node, err, ok)
+		}
 	}
 }
 

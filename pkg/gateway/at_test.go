@@ -51,7 +51,7 @@ func atLog(h *harness) {
 	h.publishAt(2*time.Minute, "default", "op-rm", events.TypeImageDeleted, events.ImageAggregate("r.example/a:1"), events.ImageDeleted{Name: "r.example/a:1"})
 	h.publishAt(3*time.Minute, "default", "op-run", events.TypeContainerCreated, c1, events.ContainerCreated{ID: "c1", Image: "r.example/b:1", Node: "node1"})
 	h.publishAt(4*time.Minute, "default", "op-run", events.TypeTaskStarted, c1, events.TaskStarted{ID: "c1", Pid: 42, StartedAt: atBase.Add(4 * time.Minute)})
-	if _, err := h.srv.JS.Publish(context.Background(), "sd.evt.default.image.junk.image-updated", []byte("not an event")); err != nil {
+	if _, err := h.srv.JS.Publish(context.Background(), "sd.evt.default.image.junk.image-updated.-", []byte("not an event")); err != nil {
 		h.t.Fatal(err)
 	}
 	h.publishAt(6*time.Minute, "default", "", events.TypeTaskExited, c1, events.TaskExited{ID: "c1", Code: 3, ExitedAt: atBase.Add(6 * time.Minute)})

@@ -158,8 +158,9 @@ func (g *Gateway) containersCreate(ctx context.Context, req micro.Request) (any,
 	switch {
 	case node == "":
 		return nil, fmt.Errorf("no node given and the gateway names none: %w", errdefs.ErrInvalidArgument)
-	case strings.ContainsAny(node, ".*> \t\r\n"):
-		return nil, fmt.Errorf("node %q is not a valid node name (it becomes a subject token): %w", node, errdefs.ErrInvalidArgument)
+	}
+	if err := events.ValidateNode(node); err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
 	}
 	who, err := actor(req)
 	if err != nil {
@@ -203,7 +204,9 @@ func (g *Gateway) containersCreate(ctx context.Context, req micro.Request) (any,
 		lastSeq = last.Seq
 	}
 	op := nuid.Next()
-	ev, err := events.New(events.Meta{Namespace: ns, Operation: op, Actor: who, Node: g.cfg.Node},
+	// The request's node is the one asked to create it: its subject routes
+	// it to that node's executor.
+	ev, err := events.New(events.Meta{Namespace: ns, Operation: op, Actor: who, Node: node},
 		events.TypeContainerCreateRequested, events.ContainerAggregate(id), events.ContainerCreateRequested{
 			ID: id, Image: image, Node: node, Options: r.Options, Rm: r.Rm, Start: r.Start, Stdin: r.Stdin,
 		})
@@ -287,7 +290,11 @@ func (g *Gateway) mutateContainer(ctx context.Context, r containerRequest) (api.
 		if err != nil {
 			return api.OpReply{}, err
 		}
-		ev, err := events.New(events.Meta{Namespace: r.ns, Operation: op, Actor: r.who, Node: g.cfg.Node},
+		node := c.Node // the container's node acts on it
+		if node == "" {
+			node = g.cfg.Node
+		}
+		ev, err := events.New(events.Meta{Namespace: r.ns, Operation: op, Actor: r.who, Node: node},
 			r.typ, events.ContainerAggregate(r.id), payload)
 		if err != nil {
 			return api.OpReply{}, fmt.Errorf("%w: %w", err, errdefs.ErrInternal)

@@ -74,7 +74,7 @@ func (h *harness) standInWorkers() {
 	ctx, cancel := context.WithCancel(context.Background())
 	h.t.Cleanup(cancel)
 	cons, err := sdjs.EnsureConsumer(ctx, h.srv.JS, sdjs.ConsumerConfig{
-		Durable: "fetcher", Filters: []string{events.FilterSubject("", "nothing", "", "")},
+		Durable: events.WorkerDurable("fetcher", "node1"), Filters: []string{events.FilterSubject("", "nothing", "", "")},
 		OnFailure: func(context.Context, *events.Envelope, error) error { return nil },
 	})
 	if err != nil {
@@ -654,7 +654,7 @@ func TestNewValidates(t *testing.T) {
 func TestUnreadableMessageSkipped(t *testing.T) {
 	h := newHarness(t)
 	g := h.start()
-	if _, err := h.srv.JS.Publish(context.Background(), "sd.evt.default.junk.x.junk", []byte("not json")); err != nil {
+	if _, err := h.srv.JS.Publish(context.Background(), "sd.evt.default.junk.x.junk.-", []byte("not json")); err != nil {
 		t.Fatal(err)
 	}
 	h.imageUpdated("default", "r.example/after:1")

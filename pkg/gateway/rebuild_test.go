@@ -68,7 +68,7 @@ func TestRebuildEqualsLive(t *testing.T) {
 	g1 := h.start()
 	publishGen(t, h.srv.JS, g, 500) // while it runs: live tail
 	// A message that is not an event and one from a newer schema.
-	if _, err := h.srv.JS.Publish(context.Background(), "sd.evt.default.junk.x.junk", []byte("not json")); err != nil {
+	if _, err := h.srv.JS.Publish(context.Background(), "sd.evt.default.junk.x.junk.-", []byte("not json")); err != nil {
 		t.Fatal(err)
 	}
 	newer := g.next()

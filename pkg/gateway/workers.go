@@ -20,9 +20,9 @@ import (
 // keeps a pull request waiting on the shared consumer, a busy one holds
 // unacknowledged work.
 func (g *Gateway) fetchersAlive(ctx context.Context) error {
-	c, err := g.cfg.JS.Consumer(ctx, events.EventsStream, "fetcher")
+	c, err := g.cfg.JS.Consumer(ctx, events.EventsStream, events.WorkerDurable("fetcher", g.cfg.Node))
 	if err != nil {
-		return fmt.Errorf("no fetcher has ever run here (start the fetchers, e.g. make up): %w", errdefs.ErrUnavailable)
+		return fmt.Errorf("no fetcher has ever run on node %s (start the fetchers, e.g. make up): %w", g.cfg.Node, errdefs.ErrUnavailable)
 	}
 	// A fetcher renews its request for work every 30 s; look a few times
 	// so that the instant between two requests does not count as absence.
@@ -35,7 +35,7 @@ func (g *Gateway) fetchersAlive(ctx context.Context) error {
 			return nil
 		}
 		if try == 3 {
-			return fmt.Errorf("no fetcher is running (start the fetchers, e.g. make up): %w", errdefs.ErrUnavailable)
+			return fmt.Errorf("no fetcher is running on node %s (start the fetchers, e.g. make up): %w", g.cfg.Node, errdefs.ErrUnavailable)
 		}
 		select {
 		case <-ctx.Done():

@@ -70,7 +70,7 @@ type Executor struct {
 func (e *Executor) Filters() []string {
 	var f []string
 	for _, t := range []events.Type{events.TypeContainerCreateRequested, events.TypeTaskStartRequested, events.TypeTaskKillRequested, events.TypeContainerDeleteRequested} {
-		f = append(f, events.FilterSubject("", events.KindContainer, "", t))
+		f = append(f, events.NodeFilterSubject(e.Node, "", events.KindContainer, "", t))
 	}
 	return f
 }

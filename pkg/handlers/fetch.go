@@ -77,9 +77,9 @@ func (f *Fetcher) limits() Limits {
 // Filters are the subjects the fetcher consumes.
 func (f *Fetcher) Filters() []string {
 	return []string{
-		events.FilterSubject("", events.KindPull, "", events.TypePullRequested),
-		events.FilterSubject("", events.KindBlob, "", events.TypeDescriptorResolved),
-		events.FilterSubject("", events.KindBlob, "", events.TypeContentDeleteRequested),
+		events.NodeFilterSubject(f.Node, "", events.KindPull, "", events.TypePullRequested),
+		events.NodeFilterSubject(f.Node, "", events.KindBlob, "", events.TypeDescriptorResolved),
+		events.NodeFilterSubject(f.Node, "", events.KindBlob, "", events.TypeContentDeleteRequested),
 	}
 }
 

@@ -765,7 +765,7 @@ func TestContentDelete(t *testing.T) {
 	victim := built.Layers[0].Digest
 
 	request := func(op string) *events.Envelope {
-		ev, err := events.New(events.Meta{Namespace: events.DefaultNamespace, Operation: op, Actor: "test"},
+		ev, err := events.New(events.Meta{Namespace: events.DefaultNamespace, Operation: op, Actor: "test", Node: testNode},
 			events.TypeContentDeleteRequested, events.BlobAggregate(victim), events.ContentDeleteRequested{Digest: victim})
 		if err != nil {
 			t.Fatal(err)

@@ -163,7 +163,7 @@ func (e *env) startFetcher(t *testing.T, name string, opts ...fetcherOption) *fe
 		BusyPoll:         20 * time.Millisecond,
 	}
 	cfg := sdjs.ConsumerConfig{
-		Durable:     "fetcher",
+		Durable:     events.WorkerDurable("fetcher", testNode),
 		Concurrency: 4,
 		AckWait:     2 * time.Second,
 		MaxAttempts: 5,
@@ -260,7 +260,7 @@ func (e *env) pull(t *testing.T, ref, platform string) pullResult {
 // requestPull publishes a pull-requested event for op and returns its sequence.
 func (e *env) requestPull(t *testing.T, op, ref, platform string) uint64 {
 	t.Helper()
-	ev, err := events.New(events.Meta{Namespace: events.DefaultNamespace, Operation: op, Actor: "test"},
+	ev, err := events.New(events.Meta{Namespace: events.DefaultNamespace, Operation: op, Actor: "test", Node: testNode},
 		events.TypePullRequested, events.PullAggregate(op), events.PullRequested{Ref: ref, Platform: platform})
 	if err != nil {
 		t.Fatal(err)

@@ -78,8 +78,8 @@ func (u *Unpacker) init() {
 // Filters are the subjects the unpacker consumes.
 func (u *Unpacker) Filters() []string {
 	return []string{
-		events.FilterSubject("", events.KindBlob, "", events.TypeBlobCommitted),
-		events.FilterSubject("", events.KindImage, "", events.TypeUnpackRequested),
+		events.NodeFilterSubject(u.Node, "", events.KindBlob, "", events.TypeBlobCommitted),
+		events.NodeFilterSubject(u.Node, "", events.KindImage, "", events.TypeUnpackRequested),
 	}
 }
 

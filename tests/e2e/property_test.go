@@ -243,8 +243,8 @@ func TestViewEqualsReplay(t *testing.T) {
 	c.mustCtl("pull", "-q", m.busybox)
 	fm := scrape(t, c.procs["fetcher-1"].log) + scrape(t, c.procs["fetcher-2"].log)
 	for _, want := range []string{
-		`stevedore_handler_duration_seconds_count{consumer="fetcher",outcome="ok",type="pull-requested"}`,
-		`stevedore_consumer_pending_events{consumer="fetcher"}`,
+		`stevedore_handler_duration_seconds_count{consumer="fetcher-e2e",outcome="ok",type="pull-requested"}`,
+		`stevedore_consumer_pending_events{consumer="fetcher-e2e"}`,
 		`stevedore_events_published_total{type="`,
 	} {
 		if !strings.Contains(fm, want) {

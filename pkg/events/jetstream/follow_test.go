@@ -19,7 +19,7 @@ func TestFollowBatches(t *testing.T) {
 	defer cancel()
 	const n = 2500
 	for i := 0; i < n; i++ {
-		if _, err := s.JS.PublishAsync(events.Subject("default", events.KindPull, "op", events.TypePullRequested),
+		if _, err := s.JS.PublishAsync(events.Subject("default", events.KindPull, "op", events.TypePullRequested, ""),
 			[]byte(`{"id":"x","type":"pull-requested","v":1,"ns":"default","payload":{}}`)); err != nil {
 			t.Fatal(err)
 		}

@@ -246,3 +246,64 @@ func TestSerializedAppendsAcrossAnAggregatesSubjects(t *testing.T) {
 		t.Fatalf("LastFor = %+v, %v; want task-started at %d", last, err, seq2)
 	}
 }
+
+// Two nodes' workers of one kind each consume through their own durable and
+// node filter: each is handed exactly its node's events, whichever node
+// recorded them first.
+func TestNodeConsumersSplitWork(t *testing.T) {
+	s := natstest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	pub := sdjs.NewPublisher(s.JS)
+
+	var mu sync.Mutex
+	got := map[string][]string{} // node -> container ids handled
+	for _, node := range []string{"n1", "n2"} {
+		cfg := sdjs.ConsumerConfig{
+			Durable: events.WorkerDurable("executor", node),
+			Filters: []string{events.NodeFilterSubject(node, "", events.KindContainer, "", events.TypeTaskStartRequested)},
+			OnFailure: func(ctx context.Context, ev *events.Envelope, cause error) error {
+				t.Errorf("%s failed: %v", ev.Aggregate.ID, cause)
+				return nil
+			},
+		}
+		if _, err := sdjs.EnsureConsumer(ctx, s.JS, cfg); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			_ = sdjs.Consume(ctx, s.JS, cfg, events.HandlerFunc(func(ctx context.Context, ev *events.Envelope) error {
+				mu.Lock()
+				defer mu.Unlock()
+				got[node] = append(got[node], ev.Aggregate.ID)
+				return nil
+			}))
+		}()
+	}
+	want := map[string][]string{"n1": {"a", "c"}, "n2": {"b"}}
+	for _, c := range []struct{ id, node string }{{"a", "n1"}, {"b", "n2"}, {"c", "n1"}, {"d", "n3"}} {
+		ev, err := events.New(events.Meta{Namespace: "default", Node: c.node}, events.TypeTaskStartRequested,
+			events.ContainerAggregate(c.id), events.TaskStartRequested{ID: c.id, Node: c.node})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := pub.Publish(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got["n1"]) >= 2 && len(got["n2"]) >= 1
+	}, "each node's events handled")
+	time.Sleep(200 * time.Millisecond) // a stray delivery would show now
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("handled %v, want %v", got, want)
+	}
+	// A filter for any node still sees one container's events from every node.
+	last, err := sdjs.LastFor(ctx, s.JS, events.FilterSubject("default", events.KindContainer, "d", ""))
+	if err != nil || last == nil || last.Node != "n3" {
+		t.Errorf("LastFor(any node) = %+v, %v; want d's event on n3", last, err)
+	}
+}

@@ -50,7 +50,7 @@ func publishRaw(t *testing.T, s *natstest.Server, subject, data string) uint64 {
 // one as is, and skip the other two without stopping.
 func TestFollowUpcastsAndSkipsNewer(t *testing.T) {
 	s := natstest.Start(t)
-	subj := events.Subject("default", events.KindPull, "op1", typeRenamed)
+	subj := events.Subject("default", events.KindPull, "op1", typeRenamed, "")
 	oldSeq := publishRaw(t, s, subj, `{"id":"a","type":"test-renamed","ns":"default","payload":{"name":"r/app:1"}}`)
 	newerSeq := publishRaw(t, s, subj, `{"id":"b","type":"test-renamed","v":99,"ns":"default","payload":{"whatever":1}}`)
 	junkSeq := publishRaw(t, s, subj, `not json`)
@@ -169,7 +169,7 @@ func TestConsumeSkipsNewer(t *testing.T) {
 	if _, err := sdjs.EnsureConsumer(ctx, s.JS, cfg); err != nil {
 		t.Fatal(err)
 	}
-	subj := events.Subject("default", events.KindPull, "op1", typeRenamed)
+	subj := events.Subject("default", events.KindPull, "op1", typeRenamed, "")
 	publishRaw(t, s, subj, `{"id":"new","type":"test-renamed","v":99,"ns":"default","payload":{}}`)
 	publishRaw(t, s, subj, `{"id":"old","type":"test-renamed","v":0,"ns":"default","payload":{"name":"x"}}`)
 	done := make(chan error, 1)
