@@ -140,7 +140,10 @@ func (a *applier) entriesOf(r io.Reader) error {
 }
 
 // streamErr classifies an error met while reading entry n (1-based) of the
-// layer.
+// layer. The layer's own faults keep their cause's text but not its
+// identity (%v): the blob was verified, so a short or garbled stream is the
+// layer's fault, and must not look like a cut download (io.ErrUnexpectedEOF),
+// which workers retry.
 func (a *applier) streamErr(err error, n int) error {
 	a.pipe.close()
 	switch {
@@ -152,17 +155,17 @@ func (a *applier) streamErr(err error, n int) error {
 		derr := a.dec.err
 		switch {
 		case errors.Is(derr, io.ErrUnexpectedEOF):
-			return fmt.Errorf("archive: layer truncated at entry %d: %s stream: %w: %w", n, a.dec.kind, derr, errdefs.ErrInvalidArgument)
+			return fmt.Errorf("archive: layer truncated at entry %d: %s stream: %v: %w", n, a.dec.kind, derr, errdefs.ErrInvalidArgument)
 		case errors.Is(derr, gzip.ErrChecksum), errors.Is(derr, zstd.ErrCRCMismatch):
 			return fmt.Errorf("archive: layer failed its %s checksum: %w: %w", a.dec.kind, derr, errdefs.ErrDataLoss)
 		}
-		return fmt.Errorf("archive: layer is not valid %s (at entry %d): %w: %w", a.dec.kind, n, derr, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("archive: layer is not valid %s (at entry %d): %v: %w", a.dec.kind, n, derr, errdefs.ErrInvalidArgument)
 	case n == 1 && a.entries == 0:
-		return fmt.Errorf("archive: layer is not a tar archive: %w: %w", err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("archive: layer is not a tar archive: %v: %w", err, errdefs.ErrInvalidArgument)
 	case errors.Is(err, io.ErrUnexpectedEOF):
-		return fmt.Errorf("archive: layer truncated at entry %d: %w: %w", n, err, errdefs.ErrInvalidArgument)
+		return fmt.Errorf("archive: layer truncated at entry %d: %v: %w", n, err, errdefs.ErrInvalidArgument)
 	}
-	return fmt.Errorf("archive: layer is not a valid tar archive at entry %d: %w: %w", n, err, errdefs.ErrInvalidArgument)
+	return fmt.Errorf("archive: layer is not a valid tar archive at entry %d: %v: %w", n, err, errdefs.ErrInvalidArgument)
 }
 
 // invalid returns an error rejecting the current entry.

@@ -160,6 +160,11 @@ func TestMalformed(t *testing.T) {
 				t.Fatalf("Apply = %v, want %v", err, tc.err)
 			}
 			t.Logf("%v", err)
+			// A worker retries what matches io.ErrUnexpectedEOF (a cut
+			// download); a bad layer is the layer's fault and must not.
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				t.Errorf("Apply = %v: matches io.ErrUnexpectedEOF, so it would be retried", err)
+			}
 			if !strings.Contains(err.Error(), tc.msg) {
 				t.Errorf("error %q does not say %q", err, tc.msg)
 			}
