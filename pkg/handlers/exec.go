@@ -424,7 +424,7 @@ func (e *Executor) prepare(ctx context.Context, ns string, p events.ContainerCre
 	if _, err := os.Stat(e.bundle(ns, p.ID)); err == nil {
 		e.cleanup(ctx, ns, p.ID)
 	}
-	labels := map[string]string{"stevedore.io/container": ns + "/" + p.ID}
+	labels := map[string]string{snapshots.ContainerLabel: ns + "/" + p.ID}
 	key := runtime.TaskID(ns, p.ID)
 	mounts, err := e.Snapshots.Prepare(ctx, key, top.String(), labels)
 	if errors.Is(err, errdefs.ErrAlreadyExists) {

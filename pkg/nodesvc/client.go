@@ -24,13 +24,16 @@ type Client struct {
 	Timeout time.Duration
 }
 
-func (c *Client) call(ctx context.Context, verb string, req, reply any) error {
+func (c *Client) call(ctx context.Context, verb string, req, reply any, header nats.Header) error {
 	data, err := json.Marshal(req)
 	if err != nil {
 		return err
 	}
 	msg := nats.NewMsg(api.SnapshotsSubject(c.Node, verb))
 	msg.Data = data
+	for k, v := range header {
+		msg.Header[k] = v
+	}
 	if c.Actor != "" {
 		msg.Header.Set(ActorHeader, c.Actor)
 	}
@@ -61,7 +64,7 @@ func (c *Client) call(ctx context.Context, verb string, req, reply any) error {
 // Prepare prepares active snapshot key on parent and returns its mounts.
 func (c *Client) Prepare(ctx context.Context, key, parent string, labels map[string]string) ([]snapshots.Mount, error) {
 	var reply api.SnapshotMountsReply
-	if err := c.call(ctx, "prepare", api.SnapshotPrepareRequest{Key: key, Parent: parent, Labels: labels}, &reply); err != nil {
+	if err := c.call(ctx, "prepare", api.SnapshotPrepareRequest{Key: key, Parent: parent, Labels: labels}, &reply, nil); err != nil {
 		return nil, err
 	}
 	ms := make([]snapshots.Mount, 0, len(reply.Mounts))
@@ -71,7 +74,11 @@ func (c *Client) Prepare(ctx context.Context, key, parent string, labels map[str
 	return ms, nil
 }
 
-// Remove removes snapshot key (recorded as snapshot-removed).
+// Remove removes snapshot key (recorded as snapshot-removed) as part of
+// removing the container whose rootfs it is: it sends
+// ContainerRemovalHeader, so a snapshot labelled snapshots.ContainerLabel is
+// removed too. Call it only once the container's task is gone and its rootfs
+// unmounted. A snapshot that is the parent of another is still refused.
 func (c *Client) Remove(ctx context.Context, key string) error {
-	return c.call(ctx, "remove", api.SnapshotRequest{Key: key}, nil)
+	return c.call(ctx, "remove", api.SnapshotRequest{Key: key}, nil, nats.Header{ContainerRemovalHeader: []string{"1"}})
 }

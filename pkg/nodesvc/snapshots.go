@@ -76,6 +76,14 @@ func Start(cfg Config) (micro.Service, error) {
 // ActorHeader carries the identity of who asked, as with the gateway.
 const ActorHeader = "Sd-Actor"
 
+// ContainerRemovalHeader, with the value "1" on a remove request, says the
+// request is the executor's removal of the container whose rootfs the
+// snapshot is (the container's task is gone and its rootfs unmounted).
+// Client sets it. Without it, removing an active snapshot labelled
+// snapshots.ContainerLabel is refused with errdefs.ErrFailedPrecondition:
+// its container may still run on it.
+const ContainerRemovalHeader = "Sd-Container-Removal"
+
 type service struct{ cfg Config }
 
 func (s *service) wrap(verb string, fn func(context.Context, micro.Request) (any, error)) micro.Handler {
@@ -175,6 +183,11 @@ func (s *service) remove(ctx context.Context, r micro.Request) (any, error) {
 	if req.Key == "" {
 		return nil, fmt.Errorf("a snapshot key is required: %w", errdefs.ErrInvalidArgument)
 	}
+	if r.Headers().Get(ContainerRemovalHeader) != "1" {
+		if err := s.checkNoContainer(ctx, req.Key); err != nil {
+			return nil, err
+		}
+	}
 	if err := s.cfg.Snapshotter.Remove(ctx, req.Key); err != nil {
 		return nil, err
 	}
@@ -192,4 +205,19 @@ func (s *service) remove(ctx context.Context, r micro.Request) (any, error) {
 		return nil, fmt.Errorf("snapshot %s removed, but recording it failed: %w", req.Key, err)
 	}
 	return api.SnapshotRemoveReply{Seq: seq}, nil
+}
+
+// checkNoContainer refuses (errdefs.ErrFailedPrecondition) to remove key if
+// it is a container's rootfs: an active snapshot labelled
+// snapshots.ContainerLabel. Only the container's removal removes it.
+func (s *service) checkNoContainer(ctx context.Context, key string) error {
+	info, err := s.cfg.Snapshotter.Stat(ctx, key)
+	if err != nil {
+		return err
+	}
+	ctr := info.Labels[snapshots.ContainerLabel]
+	if info.Kind != snapshots.KindActive || ctr == "" {
+		return nil
+	}
+	return fmt.Errorf("snapshot %s is the rootfs of container %s: remove the container first (ctl rm): %w", key, ctr, errdefs.ErrFailedPrecondition)
 }

@@ -62,6 +62,12 @@ const (
 // String returns the kind's name.
 func (k Kind) String() string { return string(k) }
 
+// ContainerLabel labels the active snapshot that is a container's root
+// filesystem with the container's "<namespace>/<id>". The executor sets it
+// when it prepares the rootfs; the node's snapshot service refuses to remove
+// a snapshot so labelled except for the removal of that container.
+const ContainerLabel = "stevedore.io/container"
+
 // Info describes one snapshot.
 type Info struct {
 	// Key is the snapshot's key (active, view) or name (committed).

@@ -1,0 +1,111 @@
+package nodesvc_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/stevedore/stevedore/internal/testutil/natstest"
+	"github.com/stevedore/stevedore/pkg/client"
+	"github.com/stevedore/stevedore/pkg/errdefs"
+	sdjs "github.com/stevedore/stevedore/pkg/events/jetstream"
+	"github.com/stevedore/stevedore/pkg/nodesvc"
+	"github.com/stevedore/stevedore/pkg/runtime"
+	"github.com/stevedore/stevedore/pkg/snapshots"
+	"github.com/stevedore/stevedore/pkg/snapshots/native"
+)
+
+const node = "n1"
+
+// startService serves a native snapshotter on node over a real NATS server
+// and returns the snapshotter and the server.
+func startService(t *testing.T) (snapshots.Snapshotter, *natstest.Server) {
+	t.Helper()
+	s := natstest.Start(t)
+	sn, err := native.New(t.TempDir(), native.WithNoSync())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sn.Close() })
+	svc, err := nodesvc.Start(nodesvc.Config{Conn: s.Conn, Snapshotter: sn, Name: "native", Publisher: sdjs.NewPublisher(s.JS), Node: node, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = svc.Stop() })
+	return sn, s
+}
+
+// TestRemoveRefusesContainerRootfs checks that a snapshot a container runs
+// on cannot be removed by a user (ctl's client), only by the executor's
+// removal of the container, and that the parent of a container's rootfs
+// cannot be removed by either.
+func TestRemoveRefusesContainerRootfs(t *testing.T) {
+	sn, s := startService(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := sn.ApplyLayer(ctx, "base", "", nil, func(_ context.Context, dir string, _ []string) error {
+		return os.WriteFile(filepath.Join(dir, "hello"), []byte("hi\n"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	exec := &nodesvc.Client{Conn: s.Conn, Node: node, Actor: "executor"}
+	rootfs := runtime.TaskID("team-a", "c1")
+	if _, err := exec.Prepare(ctx, rootfs, "base", map[string]string{snapshots.ContainerLabel: "team-a/c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sn.Prepare(ctx, "scratch", "base", nil); err != nil {
+		t.Fatal(err)
+	}
+	user, err := client.New(s.Conn, client.WithActor("alice@host"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	_, err = user.SnapshotRemove(ctx, node, rootfs)
+	want := "snapshot " + rootfs + " is the rootfs of container team-a/c1: remove the container first (ctl rm)"
+	if !errors.Is(err, errdefs.ErrFailedPrecondition) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("user removes a container's rootfs: err = %v, want failed_precondition with %q", err, want)
+	}
+	if _, err := sn.Stat(ctx, rootfs); err != nil {
+		t.Fatalf("the refused rootfs snapshot: %v", err)
+	}
+	for _, rm := range []struct {
+		who string
+		fn  func() error
+	}{
+		{"user", func() error { _, err := user.SnapshotRemove(ctx, node, "base"); return err }},
+		{"executor", func() error { return exec.Remove(ctx, "base") }},
+	} {
+		if err := rm.fn(); !errors.Is(err, errdefs.ErrFailedPrecondition) {
+			t.Fatalf("%s removes the parent of a container's rootfs: err = %v, want failed_precondition", rm.who, err)
+		}
+	}
+	if _, err := sn.Stat(ctx, "base"); err != nil {
+		t.Fatalf("the refused parent snapshot: %v", err)
+	}
+
+	// An active snapshot no container uses is the user's to remove.
+	if r, err := user.SnapshotRemove(ctx, node, "scratch"); err != nil || r.Seq == 0 {
+		t.Fatalf("user removes an unlabelled active snapshot: %+v, %v", r, err)
+	}
+	// The executor, removing the container, removes its rootfs.
+	if err := exec.Remove(ctx, rootfs); err != nil {
+		t.Fatalf("executor removes the container's rootfs: %v", err)
+	}
+	if _, err := sn.Stat(ctx, rootfs); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("rootfs after the executor removed it: err = %v, want not found", err)
+	}
+	// Then the layer has no child left.
+	if _, err := user.SnapshotRemove(ctx, node, "base"); err != nil {
+		t.Fatalf("user removes the layer once the container is gone: %v", err)
+	}
+	if _, err := user.SnapshotRemove(ctx, node, rootfs); !errors.Is(err, errdefs.ErrNotFound) {
+		t.Fatalf("removing a gone snapshot: err = %v, want not found", err)
+	}
+}
