@@ -56,4 +56,5 @@ for name in "${started[@]}"; do
 	wait_ready "$name"
 	echo "  $name ready (pid $(cat "$RUN/$name.pid"))"
 done
-echo "Stevedore is up. NATS: nats://127.0.0.1:4222  logs: $LOGS/*.log  stop: make down"
+# The gateway listens where STEVEDORE_NATS_LISTEN says (up.sh passes no --listen).
+echo "Stevedore is up. NATS: nats://${STEVEDORE_NATS_LISTEN:-127.0.0.1:4222}  logs: $LOGS/*.log  stop: make down"

@@ -26,6 +26,7 @@ import (
 
 	"github.com/stevedore/stevedore/pkg/client"
 	"github.com/stevedore/stevedore/pkg/events"
+	"github.com/stevedore/stevedore/pkg/images"
 )
 
 // State is the state of one blob of the pull.
@@ -98,6 +99,9 @@ type Renderer struct {
 	blobs    []*blob
 	byDigest map[digest.Digest]*blob
 
+	completed bool  // pull-completed arrived
+	size      int64 // the image's size, once image-updated or pull-completed gives it
+
 	drawn    int       // lines of the last TTY frame
 	lastDraw time.Time // when the last TTY frame was drawn
 	dirty    bool      // the state changed since the last TTY frame
@@ -142,10 +146,16 @@ func New(w io.Writer, cfg Config) *Renderer {
 // done (or exists, when nothing had to be downloaded), layer-applied makes
 // the layer it names unpacked (also when its snapshot existed already),
 // image-unpacked marks the image unpacked, pull-failed marks the blob it
-// names as failed. Other updates are ignored.
+// names as failed. image-updated gives the image's size and, if no blob was
+// named before it (a re-pull of an image that is complete has no
+// descriptor-resolved), adds its target as an existing blob. pull-completed
+// makes every blob still waiting exist and every one still downloading done,
+// since the pull committed them all. Other updates are ignored.
 //
-// Off a TTY, the reference line is printed when resolved, the first time it
-// is unpacking, and when the image is unpacked.
+// Every one of descriptor-resolved, a tick, blob-committed, image-updated and
+// pull-completed marks the reference resolved. Off a TTY, the reference line
+// is printed when resolved (before the line of the update that resolved it),
+// the first time it is unpacking, and when the image is unpacked.
 func (r *Renderer) Update(u client.Update) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -211,13 +221,7 @@ func (r *Renderer) event(ev *events.Envelope) {
 		if ev.Decode(&p) != nil {
 			return
 		}
-		if r.ref == "" {
-			r.ref = p.Ref
-		}
-		if !r.resolved {
-			r.resolved = true
-			r.changed(r.refLinePlain())
-		}
+		r.markResolved(p.Ref)
 		b := r.blob(p.Descriptor.Digest, p.Role)
 		if p.Descriptor.Size > 0 {
 			b.size = p.Descriptor.Size
@@ -230,6 +234,7 @@ func (r *Renderer) event(ev *events.Envelope) {
 		if ev.Decode(&p) != nil {
 			return
 		}
+		r.markResolved(p.Ref)
 		b := r.blob(p.Descriptor.Digest, p.Role)
 		if p.Descriptor.Size > 0 {
 			b.size = p.Descriptor.Size
@@ -268,6 +273,51 @@ func (r *Renderer) event(ev *events.Envelope) {
 		r.unpack, r.unpacked = true, true
 		r.layers = p.Layers
 		r.refChanged()
+	case events.TypeImageUpdated:
+		var p events.ImageUpdated
+		if ev.Decode(&p) != nil {
+			return
+		}
+		if p.Size > 0 {
+			r.size = p.Size
+		}
+		r.markResolved(p.Name)
+		r.dirty = true
+		// An image recorded before any blob of the pull was named is one
+		// the fetcher found complete in the store: its target was there
+		// already.
+		if t := p.Target; t.Digest != "" && len(r.blobs) == 0 {
+			b := r.blob(t.Digest, roleOf(t.MediaType))
+			b.size = max(t.Size, 0)
+			b.offset = b.size
+			r.setState(b, Exists)
+		}
+	case events.TypePullCompleted:
+		var p events.PullCompleted
+		if ev.Decode(&p) != nil {
+			return
+		}
+		if p.Size > 0 {
+			r.size = p.Size
+		}
+		r.markResolved(p.Ref)
+		r.completed = true
+		r.dirty = true
+		// Every blob of the image is committed: one still waiting had no
+		// blob-committed in this pull (it was in the store already, or its
+		// fan-out had not reported yet), one still downloading was fetched.
+		for _, b := range r.blobs {
+			switch b.state {
+			case Waiting:
+				b.offset = b.size
+				r.setState(b, Exists)
+			case Downloading:
+				b.size = max(b.size, b.offset)
+				b.offset = b.size
+				b.downloaded = true
+				r.setState(b, Done)
+			}
+		}
 	case events.TypePullFailed:
 		var p events.PullFailed
 		if ev.Decode(&p) != nil {
@@ -282,9 +332,12 @@ func (r *Renderer) event(ev *events.Envelope) {
 }
 
 func (r *Renderer) tick(p events.Progress) {
-	if p.Digest == "" {
+	if p.Digest == "" || r.completed {
 		return
 	}
+	// A tick travels apart from the event log and may overtake the
+	// descriptor-resolved events: bytes arriving say the reference is resolved.
+	r.markResolved("")
 	b := r.blob(p.Digest, p.Role)
 	if b.state.terminal() {
 		return // a late tick must not undo a commit
@@ -326,7 +379,42 @@ func (r *Renderer) changed(line string) {
 	}
 }
 
-func (r *Renderer) refLinePlain() string { return r.ref + ": resolved" }
+// markResolved marks the reference resolved, taking ref as its name if it
+// has none yet, and prints the reference line off a TTY the first time. A
+// reference with no name stays unresolved until an update names it.
+func (r *Renderer) markResolved(ref string) {
+	if r.ref == "" {
+		r.ref = ref
+	}
+	if r.resolved || r.ref == "" {
+		return
+	}
+	r.resolved = true
+	r.changed(r.refLinePlain())
+}
+
+// refLinePlain is the reference line printed off a TTY when it is resolved,
+// with the image's size if it is known by then.
+func (r *Renderer) refLinePlain() string {
+	if r.size > 0 {
+		return r.ref + ": resolved " + Bytes(r.size)
+	}
+	return r.ref + ": resolved"
+}
+
+// roleOf is the role of a blob of the media type, as the fetcher names it;
+// "" (shown as "blob") if it is neither an index, a manifest nor a config.
+func roleOf(mediaType string) string {
+	switch {
+	case images.IsIndex(mediaType):
+		return events.RoleIndex
+	case images.IsManifest(mediaType):
+		return events.RoleManifest
+	case images.IsConfig(mediaType):
+		return events.RoleConfig
+	}
+	return ""
+}
 
 // refState is the reference line's state.
 func (r *Renderer) refState() string {
@@ -538,7 +626,11 @@ func (r *Renderer) frame() []string {
 		}
 		return cut(l, width)
 	}
-	lines := []string{line(ref, refState, refFrac, "")}
+	refSize := ""
+	if r.size > 0 {
+		refSize = Bytes(r.size)
+	}
+	lines := []string{line(ref, refState, refFrac, refSize)}
 	for _, b := range r.blobs {
 		frac := 0.0
 		switch b.state {
