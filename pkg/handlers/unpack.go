@@ -60,6 +60,20 @@ type Unpacker struct {
 
 	once sync.Once
 	sem  chan struct{}
+
+	mu      sync.Mutex
+	flights map[string]*flight // chainID -> the apply in progress
+}
+
+// flight is one apply of a layer that concurrent asks for the same chainID
+// share: a layer's blob-committed and its image's unpack-requested both ask
+// for it, and both record layer-applied under one message id, so both must
+// report what the one apply did.
+type flight struct {
+	done     chan struct{}
+	size     int64
+	existing bool
+	err      error
 }
 
 func (u *Unpacker) init() {
@@ -69,6 +83,7 @@ func (u *Unpacker) init() {
 			n = runtime.NumCPU()
 		}
 		u.sem = make(chan struct{}, n)
+		u.flights = map[string]*flight{}
 		if u.Poll <= 0 {
 			u.Poll = 50 * time.Millisecond
 		}
@@ -328,8 +343,44 @@ func (u *Unpacker) applyAndRecordWith(work, rec context.Context, ev *events.Enve
 var errNeedsParent = errors.New("layer needs its parent snapshot")
 
 // apply makes chainIDs[i] a committed snapshot. It returns the layer's
-// uncompressed size (0 if it existed) and whether it existed.
+// uncompressed size (0 if it existed) and whether it existed. Concurrent
+// calls for one chainID share one apply and its result; one that finds the
+// apply failed, or unable to wait for its parent, tries itself.
 func (u *Unpacker) apply(ctx context.Context, c chain, i int, wait bool) (int64, bool, error) {
+	u.init()
+	name := c.chainIDs[i].String()
+	for {
+		u.mu.Lock()
+		f, shared := u.flights[name]
+		if !shared {
+			f = &flight{done: make(chan struct{})}
+			u.flights[name] = f
+		}
+		u.mu.Unlock()
+		if !shared {
+			f.size, f.existing, f.err = u.applyLeader(ctx, c, i, wait)
+			u.mu.Lock()
+			delete(u.flights, name)
+			u.mu.Unlock()
+			close(f.done)
+			return f.size, f.existing, f.err
+		}
+		select {
+		case <-ctx.Done():
+			return 0, false, ctx.Err()
+		case <-f.done:
+		}
+		if f.err == nil {
+			return f.size, f.existing, nil
+		}
+		if errors.Is(f.err, errNeedsParent) && !wait {
+			return 0, false, f.err
+		}
+	}
+}
+
+// applyLeader does apply's work for the first caller.
+func (u *Unpacker) applyLeader(ctx context.Context, c chain, i int, wait bool) (int64, bool, error) {
 	name := c.chainIDs[i].String()
 	parent := ""
 	if i > 0 {

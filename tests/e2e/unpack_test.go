@@ -22,6 +22,7 @@ import (
 	"github.com/stevedore/stevedore/internal/testutil/testimage"
 	"github.com/stevedore/stevedore/pkg/api"
 	"github.com/stevedore/stevedore/pkg/archive"
+	"github.com/stevedore/stevedore/pkg/events"
 	"github.com/stevedore/stevedore/pkg/snapshots"
 )
 
@@ -187,6 +188,27 @@ func TestUnpackMatchesReferenceFlattening(t *testing.T) {
 	imgs := images(t, c)
 	if len(imgs) != 1 || len(imgs[0].Unpacked) != 1 || imgs[0].Unpacked[0] != "e2e" {
 		t.Errorf("images does not show the image unpacked on node e2e: %+v", imgs)
+	}
+	// Each layer was applied by this pull: one layer-applied per chainID,
+	// none of them saying it was already there. (A layer's blob-committed
+	// and its image's unpack-requested both ask for it; the one that
+	// waited for the other's apply must report that apply, not "existing".)
+	applied := map[digest.Digest]events.LayerApplied{}
+	for _, line := range strings.Split(strings.TrimSpace(c.mustCtl("events", "--type", "layer-applied", "--no-follow", "--format", "json")), "\n") {
+		var ev events.Envelope
+		var p events.LayerApplied
+		if err := json.Unmarshal([]byte(line), &ev); err != nil || ev.Decode(&p) != nil {
+			t.Fatalf("events: %q: %v", line, err)
+		}
+		if _, dup := applied[p.ChainID]; dup {
+			t.Errorf("layer-applied recorded twice for %s", p.ChainID)
+		}
+		applied[p.ChainID] = p
+	}
+	for _, id := range chain {
+		if p, ok := applied[id]; !ok || p.Existing || p.Size <= 0 {
+			t.Errorf("layer-applied for %s = %+v (present %v); want applied by this pull with its size", id, p, ok)
+		}
 	}
 
 	got, err := fstree.Read(c.mountSnapshot(chain[len(chain)-1].String()))
