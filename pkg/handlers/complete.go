@@ -26,6 +26,7 @@ type imageWalk struct {
 	config   digest.Digest
 	layers   []ocispec.Descriptor
 	diffIDs  []digest.Digest
+	platform images.Platform // the config's
 }
 
 // walk visits root and its children for platform in the store. It returns
@@ -82,6 +83,9 @@ func (f *Fetcher) walk(ctx context.Context, desc ocispec.Descriptor, platform im
 		if err != nil {
 			return false, err
 		}
+		if w.platform, err = images.ConfigPlatform(blob, platform); err != nil {
+			return false, err
+		}
 		w.created, w.diffIDs = created, diffIDs
 	}
 	return true, nil
@@ -103,7 +107,7 @@ func (f *Fetcher) complete(ctx context.Context, ev *events.Envelope, ref string,
 	m := events.MetaFrom(ev, f.Node)
 	target := ocispec.Descriptor{MediaType: root.MediaType, Digest: root.Digest, Size: w.rootSize}
 	img, err := events.New(m, events.TypeImageUpdated, events.ImageAggregate(ref), events.ImageUpdated{
-		Name: ref, Target: target, Size: w.size, Created: w.created, Platform: platformStr,
+		Name: ref, Target: target, Size: w.size, Created: w.created, Platform: recordedPlatform(w.platform, platformStr),
 	})
 	if err != nil {
 		return false, err
@@ -154,4 +158,13 @@ func (f *Fetcher) deleteContent(ctx context.Context, ev *events.Envelope, p even
 		return err
 	}
 	return f.publish(ctx, out, "blob-deleted/"+ev.Operation)
+}
+
+// recordedPlatform is the platform an image is recorded under: its
+// config's, or the requested one where the config names none.
+func recordedPlatform(config images.Platform, requested string) string {
+	if config.OS == "" {
+		return requested
+	}
+	return config.String()
 }

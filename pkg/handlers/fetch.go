@@ -241,6 +241,22 @@ func (f *Fetcher) fetch(ctx context.Context, ev *events.Envelope, p events.Descr
 	metrics.BlobsCommitted.WithLabelValues(metrics.Bool(existing)).Inc()
 	metrics.BytesFetched.Add(float64(fetched))
 
+	if p.Role == events.RoleConfig {
+		// Fail a pull for a platform the image is not built for now, not
+		// when its layers are in.
+		platform, err := images.ParsePlatform(p.Platform)
+		if err != nil {
+			return events.Permanent(err)
+		}
+		blob, err := content.ReadBlob(ctx, f.Store, desc, l.MaxConfigSize)
+		if err != nil {
+			return classify(fmt.Errorf("read config %s: %w", desc.Digest, err))
+		}
+		if _, err := images.ConfigPlatform(blob, platform); err != nil {
+			return classify(fmt.Errorf("%s: %w", p.Ref, err))
+		}
+	}
+
 	if p.Role == events.RoleIndex || p.Role == events.RoleManifest {
 		platform, err := images.ParsePlatform(p.Platform)
 		if err != nil {

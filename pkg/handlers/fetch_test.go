@@ -270,6 +270,34 @@ func TestPullMultiPlatform(t *testing.T) {
 	}
 }
 
+// A single-platform image is checked against the requested platform: its
+// config says what it is built for. A mismatch fails the pull, naming both;
+// a match records the image under the config's platform.
+func TestPullSingleManifestChecksPlatform(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	img := &testimage.Image{Format: testimage.OCI, Config: ocispec.Image{Platform: ocispec.Platform{OS: "linux", Architecture: "arm64"}}}
+	img.Layers = append(img.Layers, randomLayer(t, 32<<10, 1, testimage.Gzip))
+	built := e.push(t, "arm:1", img)
+	e.startFetcher(t, "a")
+	ref := e.ref(t, "arm:1")
+
+	pf := failed(t, e.pull(t, ref, amd64))
+	if pf.Code != "not_found" || !strings.Contains(pf.Message, "built for linux/arm64, not for linux/amd64") {
+		t.Errorf("pull for amd64 failed with %s %q, want not_found naming both platforms", pf.Code, pf.Message)
+	}
+
+	// The failed pull's verified blobs stay; this one finds them all and
+	// completes at once, checking the platform again on the way.
+	r := e.pull(t, ref, "linux/arm64")
+	completed(t, r)
+	checkImageUpdated(t, r.events, ref, ocispec.Descriptor{MediaType: built.Manifest.MediaType, Digest: built.Manifest.Digest, Size: built.Manifest.Size},
+		sizeOf(built.Blobs()), &testimage.Epoch, "linux/arm64")
+	if pf := failed(t, e.pull(t, ref, "linux/s390x")); !strings.Contains(pf.Message, "built for linux/arm64, not for linux/s390x") {
+		t.Errorf("pull of a present image for s390x failed with %q, want the platform named", pf.Message)
+	}
+}
+
 func TestPullSpreadsAcrossFetchers(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)

@@ -457,3 +457,34 @@ func TestParseConfig(t *testing.T) {
 		}
 	}
 }
+
+func TestConfigPlatform(t *testing.T) {
+	amd64 := images.Platform{OS: "linux", Architecture: "amd64"}
+	armv7 := images.Platform{OS: "linux", Architecture: "arm", Variant: "v7"}
+	tests := []struct {
+		config string
+		want   images.Platform
+		got    string // "" for an error
+	}{
+		{`{"os":"linux","architecture":"amd64"}`, amd64, "linux/amd64"},
+		{`{"os":"linux","architecture":"x86_64"}`, amd64, "linux/amd64"},
+		{`{}`, amd64, "linux/amd64"},
+		{`{"os":"linux","architecture":"arm"}`, armv7, "linux/arm/v7"},
+		{`{"os":"linux","architecture":"arm","variant":"v7"}`, armv7, "linux/arm/v7"},
+		{`{"os":"linux","architecture":"arm","variant":"v6"}`, armv7, ""},
+		{`{"os":"linux","architecture":"arm64"}`, amd64, ""},
+		{`{"os":"windows","architecture":"amd64"}`, amd64, ""},
+	}
+	for _, tt := range tests {
+		got, err := images.ConfigPlatform([]byte(tt.config), tt.want)
+		switch {
+		case tt.got == "" && !errors.Is(err, errdefs.ErrNotFound):
+			t.Errorf("ConfigPlatform(%s, %s) = %s, %v; want not_found", tt.config, tt.want, got, err)
+		case tt.got != "" && (err != nil || got.String() != tt.got):
+			t.Errorf("ConfigPlatform(%s, %s) = %s, %v; want %s", tt.config, tt.want, got, err, tt.got)
+		}
+	}
+	if _, err := images.ConfigPlatform([]byte("not json"), amd64); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Errorf("ConfigPlatform(junk) = %v, want invalid argument", err)
+	}
+}

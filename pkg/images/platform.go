@@ -1,6 +1,7 @@
 package images
 
 import (
+	"encoding/json"
 	"fmt"
 	"runtime"
 	"runtime/debug"
@@ -222,4 +223,33 @@ func (p Platform) rank(other ocispec.Platform) (int, bool) {
 		}
 	}
 	return 0, false
+}
+
+// ConfigPlatform returns the platform an image config says its image is
+// built for, and checks it against want, the platform a pull asked for. A
+// config that names no OS or architecture is taken to be want's (an index,
+// if any, chose it). A config built for another OS or architecture, or
+// another variant where both name one, is an error wrapping
+// errdefs.ErrNotFound: the image has nothing for want.
+func ConfigPlatform(blob []byte, want Platform) (Platform, error) {
+	var cfg struct {
+		OS           string `json:"os"`
+		Architecture string `json:"architecture"`
+		Variant      string `json:"variant"`
+	}
+	if err := json.Unmarshal(blob, &cfg); err != nil {
+		return Platform{}, fmt.Errorf("image config is not valid JSON: %v: %w", err, errdefs.ErrInvalidArgument)
+	}
+	if cfg.OS == "" || cfg.Architecture == "" {
+		return want, nil
+	}
+	got := FromOCI(ocispec.Platform{OS: cfg.OS, Architecture: cfg.Architecture, Variant: cfg.Variant})
+	if got.OS != want.OS || got.Architecture != want.Architecture ||
+		got.Variant != "" && want.Variant != "" && got.Variant != want.Variant {
+		return got, fmt.Errorf("the image is built for %s, not for %s (pull with --platform %s to fetch it anyway): %w", got, want, got, errdefs.ErrNotFound)
+	}
+	if got.Variant == "" {
+		got.Variant = want.Variant
+	}
+	return got, nil
 }
