@@ -235,6 +235,9 @@ func (a *applier) entry(hdr *tar.Header, tr io.Reader) error {
 	if strings.IndexByte(hdr.Name, 0) >= 0 || strings.IndexByte(hdr.Linkname, 0) >= 0 {
 		return a.invalid("name contains a NUL byte")
 	}
+	if strings.HasPrefix(hdr.Name, "/") {
+		return a.invalid("absolute path: a layer's entries are relative to its root")
+	}
 	rel, ok := cleanName(hdr.Name)
 	if !ok {
 		return a.invalid("path escapes the layer root (\"..\")")

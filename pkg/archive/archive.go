@@ -23,8 +23,9 @@
 // *at system calls that never follow it (AT_SYMLINK_NOFOLLOW, O_NOFOLLOW,
 // O_EXCL). Concretely:
 //
-//   - a leading "/" is stripped (the name is relative to the directory, as in
-//     Docker); a ".." that would climb above the directory is rejected;
+//   - an absolute name (or hard link target) is rejected: layer entries are
+//     relative to the layer root; a ".." that would climb above the directory
+//     is rejected;
 //   - an entry whose parent path goes through a symlink is rejected, wherever
 //     the symlink points (even inside the directory);
 //   - a hard link whose target escapes, goes through a symlink, is a directory,

@@ -33,6 +33,8 @@ type lookupResult struct {
 func (a *applier) hardlink(pfd int, rel, base string, hdr *tar.Header) error {
 	target, ok := cleanName(hdr.Linkname)
 	switch {
+	case strings.HasPrefix(hdr.Linkname, "/"):
+		return a.invalid("hard link target %q is an absolute path: a layer's entries are relative to its root", hdr.Linkname)
 	case !ok:
 		return a.invalid("hard link target %q escapes the layer root", hdr.Linkname)
 	case target == "":
