@@ -102,7 +102,7 @@ func Rebuild(ctx context.Context, cfg RebuildConfig) (uint64, error) {
 	}
 	if st.FirstSeq > 1 {
 		if !cfg.AllowPartial {
-			return 0, fmt.Errorf("rebuild view: the log starts at sequence %d: events 1 to %d have aged out (--log-max-age, --log-max-bytes), and a view rebuilt without them lacks their facts; keep the current view, or allow a partial rebuild: %w: %w",
+			return 0, fmt.Errorf("rebuild view: the log starts at sequence %d: events 1 to %d have aged out (--log-max-age, --log-max-bytes), and a view rebuilt without them lacks their facts; keep the current view, or rebuild from what remains with --allow-partial-rebuild: %w: %w",
 				st.FirstSeq, st.FirstSeq-1, ErrLogTrimmed, errdefs.ErrFailedPrecondition)
 		}
 		log.Warn().Uint64("first", st.FirstSeq).Msg("rebuilding from a trimmed log: the view will lack the facts of the events that aged out")
