@@ -50,7 +50,7 @@ func (g *Gateway) pull(ctx context.Context, req micro.Request) (any, error) {
 	}
 	if r.Unpack {
 		if err := g.unpackerAlive(ctx, g.cfg.Node); err != nil {
-			return nil, err
+			return nil, fmt.Errorf("no unpacker is running on node %s to unpack the image (start it, e.g. make up, or pull with --no-unpack to only fetch): %w", g.cfg.Node, errdefs.ErrUnavailable)
 		}
 	}
 	op := nuid.Next()
