@@ -145,7 +145,7 @@ func (r *Runtime) Start(ctx context.Context, opts runtime.CreateOpts) (int, erro
 		return 0, err
 	}
 	if r.runcKnows(opts.ID) {
-		return 0, fmt.Errorf("start task %s: a container with this id exists: %w", opts.ID, errdefs.ErrAlreadyExists)
+		return 0, fmt.Errorf("start the task of container %s: a container with this id exists: %w", taskName(opts), errdefs.ErrAlreadyExists)
 	}
 	dir, err := r.makeStateDir(opts)
 	if err != nil {
@@ -209,23 +209,23 @@ func (r *Runtime) makeStateDir(opts runtime.CreateOpts) (string, error) {
 		dir = link
 	}
 	if _, ok, _ := readTask(dir); ok {
-		return "", fmt.Errorf("start task %s: state dir %s holds a task already: %w", opts.ID, dir, errdefs.ErrAlreadyExists)
+		return "", fmt.Errorf("start the task of container %s: state dir %s holds a task already: %w", taskName(opts), dir, errdefs.ErrAlreadyExists)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return "", fmt.Errorf("start task %s: create state dir: %w: %w", opts.ID, err, errdefs.ErrUnavailable)
+		return "", fmt.Errorf("start the task of container %s: create state dir: %w: %w", taskName(opts), err, errdefs.ErrUnavailable)
 	}
 	if dir != link {
 		if cur, err := r.stateDir(opts.ID); err == nil && cur != dir {
-			return "", fmt.Errorf("start task %s: a task with this id has state in %s: %w", opts.ID, cur, errdefs.ErrAlreadyExists)
+			return "", fmt.Errorf("start the task of container %s: a task with this id has state in %s: %w", taskName(opts), cur, errdefs.ErrAlreadyExists)
 		}
 		_ = os.Remove(link) // a dangling symlink of an earlier task
 		if err := os.Symlink(dir, link); err != nil {
-			return "", fmt.Errorf("start task %s: link state dir: %w: %w", opts.ID, err, errdefs.ErrUnavailable)
+			return "", fmt.Errorf("start the task of container %s: link state dir: %w: %w", taskName(opts), err, errdefs.ErrUnavailable)
 		}
 	}
 	info := taskInfo{ID: opts.ID, Namespace: opts.Namespace, Bundle: opts.Bundle, Stdin: opts.Stdin, Created: time.Now().UTC()}
 	if err := writeJSONAtomic(dir, taskFile, info); err != nil {
-		return "", fmt.Errorf("start task %s: %w: %w", opts.ID, err, errdefs.ErrUnavailable)
+		return "", fmt.Errorf("start the task of container %s: %w: %w", taskName(opts), err, errdefs.ErrUnavailable)
 	}
 	return dir, nil
 }
@@ -384,7 +384,7 @@ func (r *Runtime) startMonitor(ctx context.Context, opts runtime.CreateOpts, dir
 	}
 	cfgData, err := json.Marshal(cfg)
 	if err != nil {
-		return 0, fmt.Errorf("start task %s: %w: %w", opts.ID, err, errdefs.ErrInternal)
+		return 0, fmt.Errorf("start the task of container %s: %w: %w", taskName(opts), err, errdefs.ErrInternal)
 	}
 	p := r.takeSpare()
 	r.mu.Lock()
@@ -405,7 +405,7 @@ func (r *Runtime) startMonitor(ctx context.Context, opts runtime.CreateOpts, dir
 	var werr error
 	if p == nil {
 		if p, err = r.spawnMonitor(dir); err != nil {
-			return 0, fmt.Errorf("start task %s: %w", opts.ID, err)
+			return 0, fmt.Errorf("start the task of container %s: %w", taskName(opts), err)
 		}
 		_, werr = p.cfgW.Write(cfgData)
 	}
@@ -428,7 +428,7 @@ func (r *Runtime) startMonitor(ctx context.Context, opts runtime.CreateOpts, dir
 		case <-time.After(10 * time.Second):
 			_ = cmd.Process.Kill()
 		}
-		return 0, fmt.Errorf("start task %s: %s: %w", opts.ID, msg.Error, errdefs.FromCode(msg.Code))
+		return 0, fmt.Errorf("start the task of container %s: %s: %w", taskName(opts), msg.Error, errdefs.FromCode(msg.Code))
 	}
 	_ = cmd.Process.Kill()
 	<-exited
@@ -439,7 +439,7 @@ func (r *Runtime) startMonitor(ctx context.Context, opts runtime.CreateOpts, dir
 	if detail != "" {
 		detail = "; monitor log: " + detail
 	}
-	return 0, fmt.Errorf("start task %s: %w%s", opts.ID, err, detail)
+	return 0, fmt.Errorf("start the task of container %s: %w%s", taskName(opts), err, detail)
 }
 
 // readReady reads the monitor's report, bounded by ctx and timeout.
@@ -855,4 +855,13 @@ func (r *Runtime) Delete(ctx context.Context, id string, force bool) error {
 		_, _ = r.Wait(wctx, id)
 	}
 	return nil
+}
+
+// taskName is how messages name a task: by its container's id, which the
+// user knows, rather than the node-wide task id.
+func taskName(o runtime.CreateOpts) string {
+	if o.Container != "" {
+		return o.Container
+	}
+	return o.ID
 }
