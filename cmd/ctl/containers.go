@@ -395,7 +395,9 @@ func (a *app) waitCmd() *cobra.Command {
 and print each exit code (128+N when signal N killed the task) on a line of
 its own. A task that exited already is not waited for. ctl exits with the
 last exit code; a container that does not exist, or whose task could not
-start, is an error (ctl prints why and exits with status 1).`,
+start, is an error (ctl prints why and exits with status 1). A container
+that was created and not yet started is waited for, as docker does: until
+its task is started (ctl start) and exits, or the container is removed.`,
 		Example: `  ctl wait job
   ctl run -d --name job alpine:3.20 sh -c 'exit 3' && ctl wait job; echo $?`,
 		Args: needArgs(1, "ID"),
