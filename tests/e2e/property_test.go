@@ -31,8 +31,24 @@ import (
 	"github.com/stevedore/stevedore/pkg/view"
 )
 
-// propertySteps is how many random steps TestViewEqualsReplay takes.
-const propertySteps = 40
+// defaultPropertySteps is how many steps TestViewEqualsReplay takes unless
+// SD_PROPERTY_STEPS says otherwise.
+const defaultPropertySteps = 200
+
+// propertySteps is how many steps TestViewEqualsReplay takes:
+// SD_PROPERTY_STEPS, else defaultPropertySteps. It is at least the number
+// of steps the schedule guarantees.
+func propertySteps(t *testing.T) int {
+	s := os.Getenv("SD_PROPERTY_STEPS")
+	if s == "" {
+		return defaultPropertySteps
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < len(requiredSteps) {
+		t.Fatalf("SD_PROPERTY_STEPS=%q: want a number of at least %d (the steps every run takes)", s, len(requiredSteps))
+	}
+	return n
+}
 
 // propertySeed is the seed of the step sequence: SD_PROPERTY_SEED, a
 // number or "random", else a fixed one so that CI runs are reproducible.
@@ -60,9 +76,110 @@ type model struct {
 	next       int
 }
 
-// TestViewEqualsReplay runs a seeded random sequence of pulls, runs, kills
-// and removals against the real binaries, SIGKILLing and restarting
-// workers on the way, and then checks design invariant 4 on the live
+// stepKind is a kind of step TestViewEqualsReplay takes.
+type stepKind string
+
+const (
+	stepPull        stepKind = "pull"
+	stepPullCrash   stepKind = "pull-with-crash"
+	stepRunRm       stepKind = "run-rm"
+	stepRunDetached stepKind = "run-d"
+	stepRun         stepKind = "run"
+	stepKill        stepKind = "kill"
+	stepRm          stepKind = "rm"
+	stepImagesRm    stepKind = "images-rm"
+	stepContentRm   stepKind = "content-rm"
+	stepCrash       stepKind = "crash"
+)
+
+// stepKinds are the kinds of step, each with its weight among the random
+// steps.
+var (
+	stepKinds   = []stepKind{stepPull, stepPullCrash, stepRunRm, stepRunDetached, stepRun, stepKill, stepRm, stepImagesRm, stepContentRm, stepCrash}
+	stepWeights = []int{5, 2, 6, 5, 3, 4, 4, 3, 2, 6}
+)
+
+// crashTargets are the workers a crash with no target picks from; a
+// pull-with-crash with no target picks from midWorkTargets, the workers a
+// pull keeps busy. The gateway crashes once per run.
+var (
+	crashTargets   = []string{"fetcher-1", "fetcher-2", "unpacker", "executor"}
+	midWorkTargets = []string{"fetcher-1", "fetcher-2", "unpacker"}
+)
+
+// maxContainers is how many containers the test keeps at most.
+const maxContainers = 4
+
+// planStep is one step of the plan: its kind and, for crashes, which
+// process to SIGKILL ("": a random one).
+type planStep struct {
+	kind   stepKind
+	target string
+}
+
+// requiredSteps are taken in every run, whatever the seed: every kind of
+// step, a worker of each kind killed while it works on a pull, and every
+// kind of process — fetcher, unpacker, executor and gateway — SIGKILLed
+// between two steps.
+var requiredSteps = []planStep{
+	{stepPull, ""},
+	{stepPullCrash, "fetcher-1"},
+	{stepPullCrash, "unpacker"},
+	{stepRunRm, ""},
+	{stepRunDetached, ""},
+	{stepRun, ""},
+	{stepKill, ""},
+	{stepRm, ""},
+	{stepImagesRm, ""},
+	{stepContentRm, ""},
+	{stepCrash, "fetcher-2"},
+	{stepCrash, "unpacker"},
+	{stepCrash, "executor"},
+	{stepCrash, "gateway"},
+}
+
+// propertyPlan returns n steps: requiredSteps and random ones, weighted by
+// stepWeights, shuffled together. Pulls with a crash, which are slow (the
+// killed worker's work is redelivered after its ack wait), are at most one
+// in 25 (at least 3).
+func propertyPlan(r *rand.Rand, n int) []planStep {
+	plan := slices.Clone(requiredSteps)
+	total := 0
+	for _, w := range stepWeights {
+		total += w
+	}
+	midWork := 0
+	for _, st := range plan {
+		if st.kind == stepPullCrash {
+			midWork++
+		}
+	}
+	for len(plan) < n {
+		k := r.IntN(total)
+		i := 0
+		for k >= stepWeights[i] {
+			k -= stepWeights[i]
+			i++
+		}
+		kind := stepKinds[i]
+		if kind == stepPullCrash {
+			if midWork >= max(3, n/25) {
+				kind = stepPull
+			} else {
+				midWork++
+			}
+		}
+		plan = append(plan, planStep{kind: kind})
+	}
+	r.Shuffle(len(plan), func(i, j int) { plan[i], plan[j] = plan[j], plan[i] })
+	return plan
+}
+
+// TestViewEqualsReplay runs a long seeded random sequence of pulls, runs,
+// kills and removals against the real binaries, SIGKILLing and restarting
+// workers and the gateway on the way — every kind of step and a crash of
+// every kind of process are in every run, whatever the seed (see
+// requiredSteps) — and then checks design invariant 4 on the live
 // system: once it is quiet, the gateway's view is byte for byte the view
 // rebuilt from zero by replaying the log (compared by digest), and so is
 // the view that gateway --rebuild-view builds.
@@ -74,8 +191,8 @@ func TestViewEqualsReplay(t *testing.T) {
 	if _, err := os.Stat("/bin/busybox"); err != nil {
 		t.Fatalf("/bin/busybox is required (apt-get install busybox-static; make test installs it): %v", err)
 	}
-	seed := propertySeed(t)
-	t.Logf("seed %d (rerun with SD_PROPERTY_SEED=%d)", seed, seed)
+	seed, steps := propertySeed(t), propertySteps(t)
+	t.Logf("seed %d, %d steps (rerun with SD_PROPERTY_SEED=%d SD_PROPERTY_STEPS=%d)", seed, steps, seed, steps)
 	r := rand.New(rand.NewPCG(seed, seed>>1|1))
 
 	reg := registry.Start(t)
@@ -98,7 +215,17 @@ func TestViewEqualsReplay(t *testing.T) {
 	}
 	c := newCluster(t, 2, "--metrics", "127.0.0.1:0")
 
-	workers := []string{"fetcher-1", "fetcher-2", "unpacker", "executor"}
+	// The test's own connection rides over gateway restarts.
+	nc, err := nats.Connect(c.url, nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+
 	restart := func(name string) {
 		switch {
 		case strings.HasPrefix(name, "fetcher"):
@@ -107,12 +234,20 @@ func TestViewEqualsReplay(t *testing.T) {
 			c.startUnpacker()
 		case name == "executor":
 			c.startExecutor()
+		case name == "gateway":
+			c.startGateway()
 		}
 	}
-	crash := func(step int) string {
-		name := workers[r.IntN(len(workers))]
+	// crash SIGKILLs the named process (a random worker if it is empty)
+	// and starts it again.
+	crashed := map[string]int{}
+	crash := func(name string) string {
+		if name == "" {
+			name = crashTargets[r.IntN(len(crashTargets))]
+		}
 		c.kill(name, syscall.SIGKILL)
 		restart(name)
+		crashed[name]++
 		return name
 	}
 	pick := func(state string) string {
@@ -128,45 +263,63 @@ func TestViewEqualsReplay(t *testing.T) {
 		slices.Sort(ids)
 		return ids[r.IntN(len(ids))]
 	}
+	runDetached := func() string {
+		m.next++
+		id := fmt.Sprintf("prop-%d", m.next)
+		c.mustCtl("run", "-d", "--name", id, m.busybox, "sleep", "3600")
+		m.containers[id] = "running"
+		return id
+	}
 
+	plan := propertyPlan(r, steps)
 	start := time.Now()
-	crashes, midWork := 0, 0
-	for step := 1; step <= propertySteps; step++ {
+	done := map[stepKind]int{}
+	for i, st := range plan {
+		step := i + 1
 		var did string
-		switch k := r.IntN(40); {
-		case k < 5: // pull
+		switch st.kind {
+		case stepPull:
 			ref := m.images[r.IntN(len(m.images))]
 			c.mustCtl("pull", "-q", ref)
 			did = "pull " + ref
-		case k < 7 && midWork < 3: // pull, with a worker killed while it works
+		case stepPullCrash: // pull, with a worker killed while it works
 			ref := m.images[r.IntN(len(m.images))]
-			if r.IntN(2) == 0 {
+			if st.target != "" || r.IntN(2) == 0 {
 				c.ctl("images", "rm", ref) // so that there is work to do
 			}
 			cmd := c.ctlCmd("pull", "-q", ref)
+			var stderr syncBuffer
+			cmd.Stderr = &stderr
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
 			time.Sleep(time.Duration(r.IntN(300)) * time.Millisecond)
-			name := crash(step)
+			target := st.target
+			if target == "" {
+				target = midWorkTargets[r.IntN(len(midWorkTargets))]
+			}
+			name := crash(target)
 			waitCmd(t, cmd, 90*time.Second)
-			midWork++
-			crashes++
 			did = fmt.Sprintf("pull %s while %s was killed: exit %d", ref, name, cmd.ProcessState.ExitCode())
-		case k < 13: // run --rm, attached
+			if msg := strings.TrimSpace(stderr.String()); msg != "" {
+				did += ": " + msg
+			}
+		case stepRunRm: // run --rm, attached
 			code := r.IntN(4)
 			res := c.ctl("run", "--rm", m.busybox, "sh", "-c", fmt.Sprintf("echo step %d; exit %d", step, code))
 			if res.code != code || res.stdout != fmt.Sprintf("step %d\n", step) {
 				t.Fatalf("step %d: run --rm: exit %d stdout %q stderr %q; want %d", step, res.code, res.stdout, res.stderr, code)
 			}
 			did = fmt.Sprintf("run --rm: exit %d", code)
-		case k < 18 && len(m.containers) < 4: // run -d
-			m.next++
-			id := fmt.Sprintf("prop-%d", m.next)
-			c.mustCtl("run", "-d", "--name", id, m.busybox, "sleep", "60")
-			m.containers[id] = "running"
-			did = "run -d " + id
-		case k < 21: // run, attached, kept
+		case stepRunDetached:
+			if len(m.containers) >= maxContainers {
+				id := pick("")
+				c.mustCtl("rm", "-f", id)
+				delete(m.containers, id)
+				did = "rm -f " + id + ", then "
+			}
+			did += "run -d " + runDetached()
+		case stepRun: // run, attached, kept
 			m.next++
 			id := fmt.Sprintf("prop-%d", m.next)
 			if res := c.ctl("run", "--name", id, m.busybox, "true"); res.code != 0 {
@@ -174,21 +327,23 @@ func TestViewEqualsReplay(t *testing.T) {
 			}
 			m.containers[id] = "stopped"
 			did = "run " + id
-		case k < 25: // kill
+		case stepKill:
 			id := pick("running")
 			if id == "" {
-				continue
+				id = runDetached()
+				did = "run -d " + id + ", then "
 			}
 			c.mustCtl("kill", "--signal", "KILL", id)
 			if res := c.ctl("wait", id); res.code != 137 {
 				t.Fatalf("step %d: wait %s after SIGKILL: exit %d stdout %q stderr %q", step, id, res.code, res.stdout, res.stderr)
 			}
 			m.containers[id] = "stopped"
-			did = "kill " + id
-		case k < 29: // rm
+			did += "kill " + id
+		case stepRm:
 			id := pick("")
 			if id == "" {
-				continue
+				id = runDetached()
+				did = "run -d " + id + ", then "
 			}
 			if m.containers[id] == "running" {
 				c.mustCtl("rm", "-f", id)
@@ -196,32 +351,49 @@ func TestViewEqualsReplay(t *testing.T) {
 				c.mustCtl("rm", id)
 			}
 			delete(m.containers, id)
-			did = "rm " + id
-		case k < 32: // images rm (a busybox still used by a container may be refused)
+			did += "rm " + id
+		case stepImagesRm: // a busybox still used by a container may be refused
 			ref := m.images[r.IntN(len(m.images))]
 			did = fmt.Sprintf("images rm %s: exit %d", ref, c.ctl("images", "rm", ref).code)
-		case k < 34: // content rm of a random image's blob
+		case stepContentRm: // a random image's blob
 			d := m.contentRm[r.IntN(len(m.contentRm))]
 			did = fmt.Sprintf("content rm %s: exit %d", d.Encoded()[:12], c.ctl("content", "rm", d.String()).code)
-		default: // a worker crashes between two steps
-			did = "crash and restart " + crash(step)
-			crashes++
+		case stepCrash: // a process crashes between two steps
+			name := crash(st.target)
+			if name == "gateway" {
+				// Let every worker find the new gateway before the
+				// next step.
+				c.waitQuiet(nc, js)
+			}
+			did = "crash and restart " + name
 		}
+		done[st.kind]++
 		t.Logf("step %d (%.1fs): %s", step, time.Since(start).Seconds(), did)
 	}
 	for id := range m.containers {
 		c.mustCtl("rm", "-f", id)
 	}
-	t.Logf("%d steps, %d crashes, in %v", propertySteps, crashes, time.Since(start).Round(time.Millisecond))
 
-	nc, err := nats.Connect(c.url)
-	if err != nil {
-		t.Fatal(err)
+	// Every kind of step, and a crash of every kind of process, happened.
+	var counts []string
+	for _, k := range stepKinds {
+		counts = append(counts, fmt.Sprintf("%s %d", k, done[k]))
 	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
+	var crashes []string
+	for _, name := range append(slices.Clone(crashTargets), "gateway") {
+		crashes = append(crashes, fmt.Sprintf("%s %d", name, crashed[name]))
+	}
+	t.Logf("seed %d: %d steps in %v: %s; SIGKILLed and restarted: %s", seed, steps, time.Since(start).Round(time.Millisecond),
+		strings.Join(counts, ", "), strings.Join(crashes, ", "))
+	for _, k := range stepKinds {
+		if done[k] == 0 {
+			t.Errorf("no %s step was taken", k)
+		}
+	}
+	for _, name := range append(slices.Clone(crashTargets), "gateway") {
+		if crashed[name] == 0 {
+			t.Errorf("%s was never SIGKILLed and restarted", name)
+		}
 	}
 	live := c.waitQuiet(nc, js)
 	replayed := replayDigest(t, js, live.Seq)
@@ -231,8 +403,10 @@ func TestViewEqualsReplay(t *testing.T) {
 	t.Logf("live view at sequence %d equals the replayed view: sha256 %s", live.Seq, live.SHA256)
 
 	// The gateway's own metrics agree, and the workers' count their work
-	// (one more pull, so that a fetcher that has not been restarted since
-	// handles one).
+	// (one more pull first, so that the gateway and a fetcher that have
+	// been restarted since their last pull count one).
+	c.mustCtl("pull", "-q", m.busybox)
+	live = c.waitQuiet(nc, js)
 	body := scrape(t, c.procs["gateway"].log)
 	if want := fmt.Sprintf("stevedore_projection_applied_sequence %d\n", live.Seq); !strings.Contains(body, want) {
 		t.Errorf("gateway metrics lack %q", strings.TrimSpace(want))
@@ -240,7 +414,6 @@ func TestViewEqualsReplay(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^stevedore_pulls_requested_total [1-9]`).MatchString(body) {
 		t.Errorf("gateway metrics count no pull requested")
 	}
-	c.mustCtl("pull", "-q", m.busybox)
 	fm := scrape(t, c.procs["fetcher-1"].log) + scrape(t, c.procs["fetcher-2"].log)
 	for _, want := range []string{
 		`stevedore_handler_duration_seconds_count{consumer="fetcher-e2e",outcome="ok",type="pull-requested"}`,
@@ -251,7 +424,6 @@ func TestViewEqualsReplay(t *testing.T) {
 			t.Errorf("fetcher metrics lack %s", want)
 		}
 	}
-	live = c.waitQuiet(nc, js)
 
 	// Every process's micro service says what it is and where it runs.
 	for _, svc := range []string{"stevedore", "stevedore-fetcher", "stevedore-snapshots", "stevedore-executor"} {
