@@ -6,9 +6,9 @@
 // honour "Range: bytes=N-" with 206 Partial Content (ggcr's handler only
 // understands closed ranges), counters of bytes served per digest, a request
 // log, bandwidth throttling per connection, and faults to inject: ignore
-// Range, corrupt a blob, fail a path N times, require basic auth or a bearer
-// token (from a token endpoint on the same server), redirect blob GETs to a
-// second "storage" server on another port.
+// Range, corrupt a blob, cut a blob's body short, fail a path N times,
+// require basic auth or a bearer token (from a token endpoint on the same
+// server), redirect blob GETs to a second "storage" server on another port.
 //
 // Every knob is an Option for Start and also a method, so a test can push its
 // images first and then turn faults on.
@@ -75,6 +75,7 @@ type Registry struct {
 	reqs        []Request
 	ignoreRange bool
 	corrupt     map[digest.Digest]bool
+	cut         map[digest.Digest]int64
 	failures    map[string]*failure
 	redirect    bool
 	authMode    string // "", "basic" or "bearer"
@@ -91,6 +92,7 @@ type config struct {
 	throttle    int64
 	ignoreRange bool
 	corrupt     []digest.Digest
+	cut         map[digest.Digest]int64
 	failures    map[string]*failure
 	redirect    bool
 	authMode    string
@@ -119,6 +121,23 @@ func WithIgnoreRange() Option { return func(c *config) { c.ignoreRange = true } 
 // wrong bytes (every byte inverted; the length is right).
 func WithCorruptBlob(d digest.Digest) Option {
 	return func(c *config) { c.corrupt = append(c.corrupt, d) }
+}
+
+// WithCutBlob makes every GET of the blob with digest d send at most n
+// bytes of the body it promises (its Content-Length is the whole answer's)
+// and then drop the connection, as a flaky network or proxy does. A ranged
+// GET is cut n bytes after the start of its range, so a client that resumes
+// gets n bytes further on each attempt.
+func WithCutBlob(d digest.Digest, n int64) Option {
+	return func(c *config) {
+		if n < 0 {
+			c.err = fmt.Errorf("cut blob %s: n must not be negative, got %d", d, n)
+		}
+		if c.cut == nil {
+			c.cut = map[digest.Digest]int64{}
+		}
+		c.cut[d] = n
+	}
 }
 
 // WithFailures makes the next n requests (any method) for the URL path
@@ -184,6 +203,7 @@ func Start(t testing.TB, opts ...Option) *Registry {
 		blobs:       &blobStore{m: map[string][]byte{}},
 		served:      map[digest.Digest]int64{},
 		corrupt:     map[digest.Digest]bool{},
+		cut:         map[digest.Digest]int64{},
 		failures:    map[string]*failure{},
 		ignoreRange: c.ignoreRange,
 		redirect:    c.redirect,
@@ -194,6 +214,9 @@ func Start(t testing.TB, opts ...Option) *Registry {
 	}
 	for _, d := range c.corrupt {
 		r.corrupt[d] = true
+	}
+	for d, n := range c.cut {
+		r.cut[d] = n
 	}
 	for p, f := range c.failures {
 		r.failures[p] = f
@@ -310,6 +333,19 @@ func (r *Registry) CorruptBlob(d digest.Digest, corrupt bool) {
 	}
 }
 
+// CutBlob makes GETs of the blob with digest d send at most n bytes of
+// their body and then drop the connection (see WithCutBlob); n < 0 serves
+// the whole body again.
+func (r *Registry) CutBlob(d digest.Digest, n int64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if n < 0 {
+		delete(r.cut, d)
+	} else {
+		r.cut[d] = n
+	}
+}
+
 // FailNext makes the next n requests for path answer status (see
 // WithFailures). n == 0 clears the failure.
 func (r *Registry) FailNext(path string, status, n int) {
@@ -400,7 +436,11 @@ func (r *Registry) serveBlob(w http.ResponseWriter, req *http.Request, d digest.
 	}
 	r.mu.Lock()
 	ignore := r.ignoreRange
+	cut, cutting := r.cut[d]
 	r.mu.Unlock()
+	if !cutting {
+		cut = -1
+	}
 	size := int64(len(b))
 	w.Header().Set("Docker-Content-Digest", d.String())
 	w.Header().Set("Content-Type", "application/octet-stream")
@@ -410,7 +450,7 @@ func (r *Registry) serveBlob(w http.ResponseWriter, req *http.Request, d digest.
 		w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
 		w.WriteHeader(http.StatusOK)
 		if req.Method != http.MethodHead {
-			writeChunks(w, b)
+			writeCut(w, b, cut)
 		}
 		return
 	}
@@ -423,8 +463,23 @@ func (r *Registry) serveBlob(w http.ResponseWriter, req *http.Request, d digest.
 	w.Header().Set("Content-Length", strconv.FormatInt(last-first+1, 10))
 	w.WriteHeader(http.StatusPartialContent)
 	if req.Method != http.MethodHead {
-		writeChunks(w, b[first:last+1])
+		writeCut(w, b[first:last+1], cut)
 	}
+}
+
+// writeCut writes body, or when cut >= 0 only its first cut bytes, after
+// which it drops the connection so that the client sees the body end early.
+func writeCut(w http.ResponseWriter, body []byte, cut int64) {
+	if cut < 0 || cut >= int64(len(body)) {
+		writeChunks(w, body)
+		return
+	}
+	writeChunks(w, body[:cut])
+	if f, ok := w.(http.Flusher); ok {
+		f.Flush()
+	}
+	// net/http closes the connection without finishing the response.
+	panic(http.ErrAbortHandler)
 }
 
 // writeChunks writes b in 64 KiB pieces, so that the served-bytes counters

@@ -319,3 +319,55 @@ func TestThrottle(t *testing.T) {
 		t.Errorf("unthrottled fetch took %v", d)
 	}
 }
+
+// cutGet GETs url with hdr and returns the status and what of the body
+// arrived before the read failed, and the read error.
+func cutGet(t *testing.T, url string, hdr map[string]string) (int, []byte, error) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, err
+}
+
+func TestCutBlob(t *testing.T) {
+	reg, l, _ := pushed(t, 200_000)
+	url := "http://" + reg.Host() + registry.BlobPath("app", l.Digest)
+	reg.CutBlob(l.Digest, 1000)
+	status, b, err := cutGet(t, url, nil)
+	if status != 200 || err == nil || !bytes.Equal(b, l.Blob[:1000]) {
+		t.Errorf("cut GET: %d, %d bytes, err %v; want 200, the first 1000 bytes, then an error", status, len(b), err)
+	}
+	status, b, err = cutGet(t, url, map[string]string{"Range": "bytes=5000-"})
+	if status != 206 || err == nil || !bytes.Equal(b, l.Blob[5000:6000]) {
+		t.Errorf("cut ranged GET: %d, %d bytes, err %v; want 206, bytes 5000-5999, then an error", status, len(b), err)
+	}
+	if got := reg.BytesServed(l.Digest); got != 2000 {
+		t.Errorf("BytesServed = %d, want 2000", got)
+	}
+	if reqs := reg.Requests(); len(reqs) != 2 || reqs[1].Range != "bytes=5000-" || reqs[1].Status != 206 {
+		t.Errorf("request log %+v, want both cut GETs", reqs)
+	}
+	reg.CutBlob(l.Digest, -1)
+	if status, b, err := cutGet(t, url, nil); status != 200 || err != nil || !bytes.Equal(b, l.Blob) {
+		t.Errorf("after CutBlob(-1): %d, %d bytes, err %v; want the whole blob", status, len(b), err)
+	}
+
+	reg2 := registry.Start(t, registry.WithCutBlob(l.Digest, 0))
+	if _, err := testimage.Push(context.Background(), reg2.Host(), "app:1", &testimage.Image{Layers: []*testimage.Layer{l}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, b, err := cutGet(t, "http://"+reg2.Host()+registry.BlobPath("app", l.Digest), nil); err == nil || len(b) != 0 {
+		t.Errorf("WithCutBlob(0): %d bytes, err %v; want no body and an error", len(b), err)
+	}
+}
