@@ -100,7 +100,7 @@ sequence added as "seq".`,
 				}
 				opts.Since = t
 			}
-			c, err := a.client()
+			c, err := a.logClient()
 			if err != nil {
 				return err
 			}
@@ -115,10 +115,8 @@ sequence added as "seq".`,
 					return err
 				}
 			}
-			if err := c.Events(cmd.Context(), opts, emit); err != nil {
-				return fmt.Errorf("events: %w", err)
-			}
-			return nil
+			// The client's errors say "events: " already.
+			return c.Events(cmd.Context(), opts, emit)
 		},
 	}
 	f := cmd.Flags()
@@ -135,6 +133,27 @@ sequence added as "seq".`,
 	f.StringVar(&actor, "actor", "", "keep events caused by this actor")
 	f.StringVar(&format, "format", "", `output format: "json" for one envelope per line; empty for one line per event`)
 	return cmd
+}
+
+// logClient is a.client for a read of the event log: it warns on stderr of
+// each event it skips.
+func (a *app) logClient() (*client.Client, error) {
+	c, err := a.client()
+	if err != nil {
+		return nil, err
+	}
+	return c.With(client.WithWarn(a.warnSkipped))
+}
+
+// warnSkipped prints a warning for an event of the log that ctl skipped: one
+// of a newer schema version than it reads, or a message that is not an
+// event.
+func (a *app) warnSkipped(s client.SkippedEvent) {
+	if s.Newer() && s.Event != nil {
+		fmt.Fprintf(a.stderr, "ctl: skipped event #%d (%s): schema v%d is newer than this ctl understands (upgrade ctl)\n", s.Seq, s.Event.Type, s.Event.Version)
+		return
+	}
+	fmt.Fprintf(a.stderr, "ctl: skipped event #%d on %s: %s\n", s.Seq, s.Subject, s.Reason())
 }
 
 // writeEventLine prints ev as one line: time, #seq, type, aggregate, node,

@@ -51,7 +51,7 @@ prints {"kind", "id", "events": [{"seq", "event", "step_ns", "elapsed_ns",
 			if err := checkFormat(format); err != nil {
 				return fmt.Errorf("history: %w", err)
 			}
-			c, err := a.client()
+			c, err := a.logClient()
 			if err != nil {
 				return err
 			}

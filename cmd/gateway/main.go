@@ -19,6 +19,7 @@ import (
 	"github.com/stevedore/stevedore/internal/daemon"
 	"github.com/stevedore/stevedore/internal/daemon/profiling"
 	"github.com/stevedore/stevedore/pkg/content/local"
+	"github.com/stevedore/stevedore/pkg/errdefs"
 	sdjs "github.com/stevedore/stevedore/pkg/events/jetstream"
 	"github.com/stevedore/stevedore/pkg/gateway"
 	"github.com/stevedore/stevedore/pkg/images"
@@ -87,6 +88,13 @@ func main() {
 func run(ctx context.Context, c config, log zerolog.Logger) error {
 	if err := os.MkdirAll(c.root, 0o711); err != nil {
 		return fmt.Errorf("state root: %w", err)
+	}
+	if c.maxAge != 0 && c.maxAge < 100*time.Millisecond {
+		// JetStream's floor; a raw server error would not name the flag.
+		return fmt.Errorf("--log-max-age %v: must be 0 (keep events forever) or at least 100ms: %w", c.maxAge, errdefs.ErrInvalidArgument)
+	}
+	if c.maxBytes < 0 {
+		return fmt.Errorf("--log-max-bytes %d: must be 0 (no cap) or positive: %w", c.maxBytes, errdefs.ErrInvalidArgument)
 	}
 	platform := c.platform
 	if platform == "" {

@@ -55,12 +55,14 @@ type Client struct {
 	ns      string
 	actor   string
 	timeout time.Duration
+	warn    func(SkippedEvent) // WithWarn; nil: skip quietly
 }
 
 type options struct {
 	ns      string
 	actor   string
 	timeout time.Duration
+	warn    func(SkippedEvent)
 }
 
 // Option configures a Client. Options validate their argument.
@@ -120,7 +122,7 @@ func New(nc *nats.Conn, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: jetstream: %w", err)
 	}
-	return &Client{nc: nc, js: js, ns: o.ns, actor: o.actor, timeout: o.timeout}, nil
+	return &Client{nc: nc, js: js, ns: o.ns, actor: o.actor, timeout: o.timeout, warn: o.warn}, nil
 }
 
 // Namespace returns the namespace the client acts in.

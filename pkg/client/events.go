@@ -90,15 +90,27 @@ func (c *Client) Events(ctx context.Context, opts EventsOptions, fn func(*events
 		}
 		r.startSeq = last + 1
 	}
-	return c.readLog(ctx, r, func(ev *events.Envelope) error {
-		if opts.Operation != "" && ev.Operation != opts.Operation {
+	keep := func(ev *events.Envelope) bool {
+		return (opts.Operation == "" || ev.Operation == opts.Operation) && (opts.Actor == "" || ev.Actor == opts.Actor)
+	}
+	var fnErr error
+	err = c.readLog(ctx, r, func(ev *events.Envelope) error {
+		if !keep(ev) {
 			return nil
 		}
-		if opts.Actor != "" && ev.Actor != opts.Actor {
-			return nil
+		fnErr = fn(ev)
+		return fnErr
+	}, func(sk SkippedEvent) {
+		// One that can be read far enough to tell is only worth a warning
+		// if the filters would have kept it.
+		if c.warn != nil && (sk.Event == nil || keep(sk.Event)) {
+			c.warn(sk)
 		}
-		return fn(ev)
 	})
+	if err != nil && err != fnErr {
+		return fmt.Errorf("events: %w", err)
+	}
+	return err
 }
 
 // eventFilters compiles the namespace, type and aggregate options into
@@ -153,8 +165,8 @@ func (c *Client) eventFilters(o EventsOptions) ([]string, error) {
 	if len(o.Types) > 0 {
 		types = o.Types
 		for _, t := range types {
-			if err := checkToken("event type", string(t)); err != nil {
-				return nil, err
+			if !events.KnownType(t) {
+				return nil, fmt.Errorf("%w: unknown event type %q: want one of %s", errdefs.ErrInvalidArgument, t, typeList())
 			}
 		}
 	}
@@ -168,6 +180,18 @@ func (c *Client) eventFilters(o EventsOptions) ([]string, error) {
 		}
 	}
 	return filters, nil
+}
+
+// typeList names every event type, for an error about an unknown one.
+func typeList() string {
+	var b strings.Builder
+	for i, t := range events.Types() {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(string(t))
+	}
+	return b.String()
 }
 
 // imageNames returns the names an image reference may have in the log: as
@@ -205,9 +229,11 @@ type logRead struct {
 var errEndOfLog = errors.New("end of the log")
 
 // readLog reads the log as r says and calls fn with each event, in order.
-// Messages that are not events are skipped. It returns nil when ctx ends or
-// a read that does not follow reached its end, fn's error if it returns one.
-func (c *Client) readLog(ctx context.Context, r logRead, fn func(*events.Envelope) error) error {
+// A message it cannot use (not an event, or an event of a newer schema
+// version) is skipped: skipped, if not nil, is told of it in its place in
+// the log. It returns nil when ctx ends or a read that does not follow
+// reached its end, fn's error if it returns one.
+func (c *Client) readLog(ctx context.Context, r logRead, fn func(*events.Envelope) error, skipped func(SkippedEvent)) error {
 	var end uint64
 	if !r.follow {
 		var err error
@@ -225,10 +251,15 @@ func (c *Client) readLog(ctx context.Context, r logRead, fn func(*events.Envelop
 		return nil
 	}
 	cfg := sdjs.FollowConfig{
-		Filters:     r.filters,
-		StartSeq:    r.startSeq,
-		StartTime:   r.startTime,
-		Undecodable: func(seq uint64, _ string, _ error) error { return stop(seq) },
+		Filters:   r.filters,
+		StartSeq:  r.startSeq,
+		StartTime: r.startTime,
+		Undecodable: func(seq uint64, subject string, err error) error {
+			if skipped != nil {
+				skipped(c.skippedEvent(ctx, seq, subject, err))
+			}
+			return stop(seq)
+		},
 	}
 	var fnErr error
 	err := sdjs.Follow(ctx, c.js, cfg, func(ev *events.Envelope) error {
@@ -248,6 +279,90 @@ func (c *Client) readLog(ctx context.Context, r logRead, fn func(*events.Envelop
 		return nil
 	}
 	return fmt.Errorf("read the event log: %w: %w", errdefs.ErrUnavailable, err)
+}
+
+// SkippedEvent is a message of the log that a read skipped because this
+// build cannot use it: an event of a newer schema version than it reads
+// (Newer), or a message that is not an event.
+type SkippedEvent struct {
+	Seq     uint64
+	Subject string
+	// Event is the message as stored, decoded as far as its envelope goes
+	// (type, schema version, operation, actor …; the payload is not
+	// upcast), or nil when it is not an envelope.
+	Event *events.Envelope
+	// Err is why it was skipped.
+	Err error
+}
+
+// Newer reports whether the event was skipped for being of a newer schema
+// version than this build reads.
+func (s SkippedEvent) Newer() bool { return errors.Is(s.Err, events.ErrNewerVersion) }
+
+// Reason says why the event was skipped, without its sequence.
+func (s SkippedEvent) Reason() string {
+	if s.Newer() && s.Event != nil {
+		return fmt.Sprintf("%s schema v%d is newer than this build reads (v%d): upgrade it", s.Event.Type, s.Event.Version, events.SchemaVersion)
+	}
+	err := s.Err
+	if inner := errors.Unwrap(err); inner != nil { // the decoder names the sequence and subject
+		err = inner
+	}
+	if err == nil {
+		return "it could not be read"
+	}
+	return err.Error()
+}
+
+// String describes the skipped event in one line: "skipped event #35 on
+// SUBJECT: REASON".
+func (s SkippedEvent) String() string {
+	return fmt.Sprintf("skipped event #%d on %s: %s", s.Seq, s.Subject, s.Reason())
+}
+
+// WithWarn has fn told of each message of the log that a read skips
+// (Events, History): an event of a newer schema version, or a message that
+// is not an event. Without it they are skipped quietly. ctl prints them.
+func WithWarn(fn func(SkippedEvent)) Option {
+	return func(o *options) error {
+		o.warn = fn
+		return nil
+	}
+}
+
+// With returns a client like c, on the same connection, with opts applied
+// on top of c's settings. c is unchanged.
+func (c *Client) With(opts ...Option) (*Client, error) {
+	o := options{ns: c.ns, actor: c.actor, timeout: c.timeout, warn: c.warn}
+	for _, fn := range opts {
+		if err := fn(&o); err != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+	}
+	d := *c
+	d.ns, d.actor, d.timeout, d.warn = o.ns, o.actor, o.timeout, o.warn
+	return &d, nil
+}
+
+// skippedEvent describes the message at seq that the follower could not
+// decode (err), reading it again for what its envelope says when it is
+// one. The read is best effort: without it Event is nil.
+func (c *Client) skippedEvent(ctx context.Context, seq uint64, subject string, err error) SkippedEvent {
+	sk := SkippedEvent{Seq: seq, Subject: subject, Err: err}
+	s, serr := c.js.Stream(ctx, events.EventsStream)
+	if serr != nil {
+		return sk
+	}
+	raw, gerr := s.GetMsg(ctx, seq)
+	if gerr != nil {
+		return sk
+	}
+	var ev events.Envelope
+	if json.Unmarshal(raw.Data, &ev) == nil && ev.Type != "" {
+		ev.Seq = seq
+		sk.Event = &ev
+	}
+	return sk
 }
 
 // lastMatching returns the sequence of the last event in the log that one

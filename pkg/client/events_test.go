@@ -188,6 +188,8 @@ func TestEventsBadOptions(t *testing.T) {
 		{"bad container", client.EventsOptions{Containers: []string{"we b"}}, "container id"},
 		{"bad blob", client.EventsOptions{Blobs: []digest.Digest{"sha256:zz"}}, "blob digest"},
 		{"bad type", client.EventsOptions{Types: []events.Type{"pull.failed"}}, "event type"},
+		{"unknown type", client.EventsOptions{Types: []events.Type{events.TypePullFailed, "nonsense"}},
+			`unknown event type "nonsense": want one of pull-requested, descriptor-resolved, `},
 		{"bad pull", client.EventsOptions{Pulls: []string{"a*"}}, "pull operation id"},
 		{"bad op", client.EventsOptions{Operation: "a b"}, "operation id"},
 		{"bad image", client.EventsOptions{Images: []string{""}}, "image reference"},
@@ -198,7 +200,14 @@ func TestEventsBadOptions(t *testing.T) {
 			if !errors.Is(err, errdefs.ErrInvalidArgument) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want invalid argument mentioning %q", err, tc.want)
 			}
+			if !strings.HasPrefix(err.Error(), "events: ") || strings.Count(err.Error(), "events: ") != 1 {
+				t.Errorf("%q: want it to say \"events: \" once, at its start", err)
+			}
 		})
+	}
+	// Every type of the catalogue is known.
+	if err := c.Events(ctxT(t), client.EventsOptions{Types: events.Types(), NoFollow: true}, func(*events.Envelope) error { return nil }); err != nil {
+		t.Errorf("every type of the catalogue: %v", err)
 	}
 }
 

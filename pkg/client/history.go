@@ -87,14 +87,15 @@ func (c *Client) History(ctx context.Context, kind, id string) ([]HistoryEntry, 
 	var (
 		evs []*events.Envelope
 		err error
+		sk  skipCount
 	)
 	switch kind {
 	case HistoryImage:
-		evs, err = c.imageHistory(ctx, id)
+		evs, err = c.imageHistory(ctx, id, &sk)
 	case HistoryContainer:
-		evs, err = c.containerHistory(ctx, id)
+		evs, err = c.containerHistory(ctx, id, &sk)
 	case HistoryOp:
-		evs, err = c.opHistory(ctx, id)
+		evs, err = c.opHistory(ctx, id, &sk)
 	default:
 		return nil, fmt.Errorf("history: %w: unknown kind %q: want %s, %s or %s", errdefs.ErrInvalidArgument, kind, HistoryImage, HistoryContainer, HistoryOp)
 	}
@@ -102,13 +103,54 @@ func (c *Client) History(ctx context.Context, kind, id string) ([]HistoryEntry, 
 		return nil, fmt.Errorf("history of %s %s: %w", kind, id, err)
 	}
 	if len(evs) == 0 {
-		return nil, fmt.Errorf("history of %s %s: %w: no events in the log", kind, id, errdefs.ErrNotFound)
+		return nil, sk.noEvents(kind, id)
 	}
 	return historyEntries(evs), nil
 }
 
-// collect reads r to its end and returns the events keep accepts.
-func (c *Client) collect(ctx context.Context, r logRead, keep func(*events.Envelope) bool) ([]*events.Envelope, error) {
+// skipCount counts the messages a history's reads skipped: matched are
+// events of the history that could not be read (the read's subjects or
+// its operation say they belong to it); unsure, messages that are not
+// envelopes, found where the history's events are looked for among
+// others'; newer, the matched events of a newer schema version.
+type skipCount struct{ matched, unsure, newer int }
+
+// noEvents is History's error when it found no event it could read.
+func (sk skipCount) noEvents(kind, id string) error {
+	switch {
+	case sk.matched > 0 && sk.newer == sk.matched:
+		return fmt.Errorf("history of %s %s: %w: %s could not be read: of a newer schema version than this client reads (upgrade it)",
+			kind, id, errdefs.ErrFailedPrecondition, countEvents(sk.matched))
+	case sk.matched > 0 && sk.newer > 0:
+		return fmt.Errorf("history of %s %s: %w: %s could not be read (%d of a newer schema version than this client reads: upgrade it)",
+			kind, id, errdefs.ErrDataLoss, countEvents(sk.matched), sk.newer)
+	case sk.matched > 0:
+		return fmt.Errorf("history of %s %s: %w: %s could not be read", kind, id, errdefs.ErrDataLoss, countEvents(sk.matched))
+	case sk.unsure > 0:
+		return fmt.Errorf("history of %s %s: %w: no events in the log that could be read (%s that could not be read may belong to it)",
+			kind, id, errdefs.ErrNotFound, countMessages(sk.unsure))
+	}
+	return fmt.Errorf("history of %s %s: %w: no events in the log", kind, id, errdefs.ErrNotFound)
+}
+
+func countEvents(n int) string {
+	if n == 1 {
+		return "1 event"
+	}
+	return fmt.Sprintf("%d events", n)
+}
+
+func countMessages(n int) string {
+	if n == 1 {
+		return "1 message"
+	}
+	return fmt.Sprintf("%d messages", n)
+}
+
+// collect reads r to its end and returns the events keep accepts. The
+// messages it skips that keep accepts (as far as they can be read) are
+// counted in sk and passed to the client's Warn function.
+func (c *Client) collect(ctx context.Context, r logRead, keep func(*events.Envelope) bool, sk *skipCount) ([]*events.Envelope, error) {
 	r.follow = false
 	var out []*events.Envelope
 	err := c.readLog(ctx, r, func(ev *events.Envelope) error {
@@ -116,6 +158,21 @@ func (c *Client) collect(ctx context.Context, r logRead, keep func(*events.Envel
 			out = append(out, ev)
 		}
 		return nil
+	}, func(s SkippedEvent) {
+		switch {
+		case s.Event != nil && keep != nil && !keep(s.Event):
+			return // another's event
+		case s.Event == nil && keep != nil:
+			sk.unsure++
+		default:
+			sk.matched++
+			if s.Newer() {
+				sk.newer++
+			}
+		}
+		if c.warn != nil {
+			c.warn(s)
+		}
 	})
 	if err == nil && ctx.Err() != nil {
 		err = ctx.Err()
@@ -123,7 +180,7 @@ func (c *Client) collect(ctx context.Context, r logRead, keep func(*events.Envel
 	return out, err
 }
 
-func (c *Client) imageHistory(ctx context.Context, ref string) ([]*events.Envelope, error) {
+func (c *Client) imageHistory(ctx context.Context, ref string, sk *skipCount) ([]*events.Envelope, error) {
 	if ref == "" || strings.ContainsAny(ref, " \t\r\n") {
 		return nil, fmt.Errorf("%w: image reference %q is empty or contains white space", errdefs.ErrInvalidArgument, ref)
 	}
@@ -150,7 +207,7 @@ func (c *Client) imageHistory(ctx context.Context, ref string) ([]*events.Envelo
 			firstPull = ev.Seq
 		}
 		return true
-	})
+	}, sk)
 	if err != nil || firstPull == 0 {
 		return evs, err
 	}
@@ -160,7 +217,7 @@ func (c *Client) imageHistory(ctx context.Context, ref string) ([]*events.Envelo
 		seen[ev.Seq] = true
 	}
 	more, err := c.collect(ctx, logRead{filters: []string{events.FilterSubject(c.ns, "", "", "")}, startSeq: firstPull + 1},
-		func(ev *events.Envelope) bool { return ops[ev.Operation] && !seen[ev.Seq] })
+		func(ev *events.Envelope) bool { return ops[ev.Operation] && !seen[ev.Seq] }, sk)
 	if err != nil {
 		return nil, err
 	}
@@ -177,14 +234,14 @@ func (c *Client) imageHistory(ctx context.Context, ref string) ([]*events.Envelo
 	return evs, nil
 }
 
-func (c *Client) containerHistory(ctx context.Context, id string) ([]*events.Envelope, error) {
+func (c *Client) containerHistory(ctx context.Context, id string, sk *skipCount) ([]*events.Envelope, error) {
 	if err := ValidateContainerID(id); err != nil {
 		return nil, err
 	}
-	return c.collect(ctx, logRead{filters: []string{containerFilter(c.ns, id)}}, nil)
+	return c.collect(ctx, logRead{filters: []string{containerFilter(c.ns, id)}}, nil, sk)
 }
 
-func (c *Client) opHistory(ctx context.Context, id string) ([]*events.Envelope, error) {
+func (c *Client) opHistory(ctx context.Context, id string, sk *skipCount) ([]*events.Envelope, error) {
 	if err := checkToken("operation id", id); err != nil {
 		return nil, err
 	}
@@ -199,14 +256,20 @@ func (c *Client) opHistory(ctx context.Context, id string) ([]*events.Envelope, 
 			r.startTime = &start
 		}
 		if slices.Contains(containerOpKinds, op.Kind) && ValidateContainerID(op.Ref) == nil {
-			r.filters = []string{events.FilterSubject("", events.KindContainer, op.Ref, "")}
+			// The container's events, and the removal of its rootfs
+			// snapshot (recorded by its node's unpacker, in the operation
+			// that removed the container).
+			r.filters = []string{
+				events.FilterSubject("", events.KindContainer, op.Ref, ""),
+				events.FilterSubject("", events.KindSnapshot, "", events.TypeSnapshotRemoved),
+			}
 		}
 	case errors.Is(err, errdefs.ErrNotFound), errors.Is(err, errdefs.ErrUnavailable):
 		// No record of it (or no gateway to ask): read the whole log.
 	default:
 		return nil, err
 	}
-	return c.collect(ctx, r, func(ev *events.Envelope) bool { return ev.Operation == id })
+	return c.collect(ctx, r, func(ev *events.Envelope) bool { return ev.Operation == id }, sk)
 }
 
 // historyEntries times evs and marks the events that end an operation.

@@ -187,3 +187,29 @@ func DeliveryFrom(ctx context.Context) Delivery {
 	d, _ := ctx.Value(deliveryKey{}).(Delivery)
 	return d
 }
+
+// Cause is what a request made on behalf of an event is part of: the
+// event's operation and actor, and the event's id as the causation.
+type Cause struct {
+	Operation string
+	Actor     string
+	Causation string
+}
+
+type causeKey struct{}
+
+// WithCause returns ctx carrying ev as the cause of the requests made with
+// it, so that what they record joins ev's operation (see CauseFrom). A nil
+// ev returns ctx as it is.
+func WithCause(ctx context.Context, ev *Envelope) context.Context {
+	if ev == nil {
+		return ctx
+	}
+	return context.WithValue(ctx, causeKey{}, Cause{Operation: ev.Operation, Actor: ev.Actor, Causation: ev.ID})
+}
+
+// CauseFrom returns the cause WithCause put on ctx, if any.
+func CauseFrom(ctx context.Context) (Cause, bool) {
+	c, ok := ctx.Value(causeKey{}).(Cause)
+	return c, ok
+}

@@ -1,6 +1,7 @@
 package events
 
 import (
+	"slices"
 	"time"
 
 	"github.com/opencontainers/go-digest"
@@ -48,6 +49,26 @@ const (
 	// Aggregate snapshot/<key token>.
 	TypeSnapshotRemoved Type = "snapshot-removed"
 )
+
+// catalogue is every event type, in the order docs/events.md documents
+// them. A new Type constant goes here too (a test checks that each one is).
+var catalogue = []Type{
+	TypePullRequested, TypeDescriptorResolved, TypeBlobCommitted, TypeImageUpdated,
+	TypeUnpackRequested, TypeLayerApplied, TypeImageUnpacked, TypeSnapshotRemoved,
+	TypePullCompleted, TypePullFailed, TypeImageDeleted,
+	TypeContentDeleteRequested, TypeBlobDeleted, TypeContentDeleteFailed,
+	TypeContainerCreateRequested, TypeContainerCreated, TypeContainerCreateFailed,
+	TypeTaskStartRequested, TypeTaskStarted, TypeTaskStartFailed, TypeTaskKillRequested, TypeTaskExited,
+	TypeContainerDeleteRequested, TypeContainerDeleted, TypeContainerDeleteFailed,
+	TypeContainerLabelsUpdated,
+}
+
+// Types returns every event type of the catalogue, in the order
+// docs/events.md documents them. The slice is the caller's to change.
+func Types() []Type { return slices.Clone(catalogue) }
+
+// KnownType reports whether t is an event type of the catalogue.
+func KnownType(t Type) bool { return slices.Contains(catalogue, t) }
 
 // KindSnapshot is the aggregate kind of snapshots; the id is the chainID's
 // hex for committed layers, EncodeToken(key) otherwise.

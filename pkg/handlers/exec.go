@@ -601,7 +601,7 @@ func (e *Executor) exited(ctx context.Context, cause *events.Envelope, id string
 		torn = make(chan struct{})
 		go func() {
 			defer close(torn)
-			e.cleanup(ctx, cause.Namespace, id)
+			e.cleanup(events.WithCause(ctx, cause), cause.Namespace, id) // snapshot-removed joins cause's operation
 		}()
 	}
 	// Usually the task's start is the container's last event: record the
@@ -760,7 +760,7 @@ func (e *Executor) delete(ctx context.Context, ev *events.Envelope, p events.Con
 
 // remove tears the container down and records container-deleted.
 func (e *Executor) remove(ctx context.Context, cause *events.Envelope, id, msgID string) error {
-	e.cleanup(ctx, cause.Namespace, id)
+	e.cleanup(events.WithCause(ctx, cause), cause.Namespace, id) // snapshot-removed joins cause's operation
 	if err := e.record(ctx, cause, id, events.TypeContainerDeleted, events.ContainerDeleted{ID: id}, msgID); err != nil {
 		return err
 	}

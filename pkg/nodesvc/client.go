@@ -12,6 +12,7 @@ import (
 
 	"github.com/stevedore/stevedore/pkg/api"
 	"github.com/stevedore/stevedore/pkg/errdefs"
+	"github.com/stevedore/stevedore/pkg/events"
 	"github.com/stevedore/stevedore/pkg/snapshots"
 )
 
@@ -36,6 +37,20 @@ func (c *Client) call(ctx context.Context, verb string, req, reply any, header n
 	}
 	if c.Actor != "" {
 		msg.Header.Set(ActorHeader, c.Actor)
+	}
+	// A request made for an event (events.WithCause) is recorded as part of
+	// its operation: snapshot-removed then belongs to the operation that
+	// removed the container.
+	if cs, ok := events.CauseFrom(ctx); ok {
+		if cs.Actor != "" {
+			msg.Header.Set(ActorHeader, cs.Actor)
+		}
+		if cs.Operation != "" {
+			msg.Header.Set(OperationHeader, cs.Operation)
+		}
+		if cs.Causation != "" {
+			msg.Header.Set(CausationHeader, cs.Causation)
+		}
 	}
 	timeout := c.Timeout
 	if timeout <= 0 {
@@ -77,7 +92,8 @@ func (c *Client) Prepare(ctx context.Context, key, parent string, labels map[str
 // Remove removes snapshot key (recorded as snapshot-removed) as part of
 // removing the container whose rootfs it is: it sends
 // ContainerRemovalHeader, so a snapshot labelled snapshots.ContainerLabel is
-// removed too. Call it only once the container's task is gone and its rootfs
+// removed too. The removal is recorded with the cause ctx carries (see
+// events.WithCause), if any: its operation, actor and causation. Call it only once the container's task is gone and its rootfs
 // unmounted. A snapshot that is the parent of another is still refused.
 func (c *Client) Remove(ctx context.Context, key string) error {
 	return c.call(ctx, "remove", api.SnapshotRequest{Key: key}, nil, nats.Header{ContainerRemovalHeader: []string{"1"}})

@@ -76,6 +76,20 @@ func Start(cfg Config) (micro.Service, error) {
 // ActorHeader carries the identity of who asked, as with the gateway.
 const ActorHeader = "Sd-Actor"
 
+// OperationHeader carries the operation a snapshot removal is part of (the
+// container removal that asked for it): the recorded snapshot-removed event
+// takes it, so the operation's history holds the removal. Without it the
+// removal is an operation of its own.
+const OperationHeader = "Sd-Op"
+
+// CausationHeader carries the id of the event that caused a snapshot
+// removal (the container-delete-requested of `ctl rm`, the request of a
+// --rm container's run): the snapshot-removed event's causation.
+const CausationHeader = "Sd-Causation"
+
+// maxHeaderToken bounds the operation and causation headers.
+const maxHeaderToken = 128
+
 // ContainerRemovalHeader, with the value "1" on a remove request, says the
 // request is the executor's removal of the container whose rootfs the
 // snapshot is (the container's task is gone and its rootfs unmounted).
@@ -183,6 +197,16 @@ func (s *service) remove(ctx context.Context, r micro.Request) (any, error) {
 	if req.Key == "" {
 		return nil, fmt.Errorf("a snapshot key is required: %w", errdefs.ErrInvalidArgument)
 	}
+	op, causation := r.Headers().Get(OperationHeader), r.Headers().Get(CausationHeader)
+	if err := checkHeaderToken(OperationHeader, op); err != nil {
+		return nil, err
+	}
+	if err := checkHeaderToken(CausationHeader, causation); err != nil {
+		return nil, err
+	}
+	if op == "" {
+		op = nuid.Next()
+	}
 	if r.Headers().Get(ContainerRemovalHeader) != "1" {
 		if err := s.checkNoContainer(ctx, req.Key); err != nil {
 			return nil, err
@@ -195,7 +219,7 @@ func (s *service) remove(ctx context.Context, r micro.Request) (any, error) {
 	if actor == "" {
 		actor = "anonymous"
 	}
-	ev, err := events.New(events.Meta{Namespace: s.cfg.Namespace, Node: s.cfg.Node, Actor: actor, Operation: nuid.Next()}, events.TypeSnapshotRemoved,
+	ev, err := events.New(events.Meta{Namespace: s.cfg.Namespace, Node: s.cfg.Node, Actor: actor, Operation: op, Causation: causation}, events.TypeSnapshotRemoved,
 		events.SnapshotAggregate(req.Key), events.SnapshotRemoved{Key: req.Key, Snapshotter: s.cfg.Name})
 	if err != nil {
 		return nil, err
@@ -205,6 +229,23 @@ func (s *service) remove(ctx context.Context, r micro.Request) (any, error) {
 		return nil, fmt.Errorf("snapshot %s removed, but recording it failed: %w", req.Key, err)
 	}
 	return api.SnapshotRemoveReply{Seq: seq}, nil
+}
+
+// checkHeaderToken checks the value of header h, if any: an operation id
+// or event id is one subject token (operations name progress subjects).
+func checkHeaderToken(h, v string) error {
+	if v == "" {
+		return nil
+	}
+	if len(v) > maxHeaderToken {
+		return fmt.Errorf("the %s header is longer than %d bytes: %w", h, maxHeaderToken, errdefs.ErrInvalidArgument)
+	}
+	for _, r := range v {
+		if r <= ' ' || r == 0x7f || strings.ContainsRune(".*>", r) {
+			return fmt.Errorf("the %s header %q has a character it cannot have (one of . * >, a space or a control character): %w", h, v, errdefs.ErrInvalidArgument)
+		}
+	}
+	return nil
 }
 
 // checkNoContainer refuses (errdefs.ErrFailedPrecondition) to remove key if

@@ -14,6 +14,7 @@ import (
 	"github.com/stevedore/stevedore/internal/testutil/natstest"
 	"github.com/stevedore/stevedore/pkg/client"
 	"github.com/stevedore/stevedore/pkg/errdefs"
+	"github.com/stevedore/stevedore/pkg/events"
 	sdjs "github.com/stevedore/stevedore/pkg/events/jetstream"
 	"github.com/stevedore/stevedore/pkg/nodesvc"
 	"github.com/stevedore/stevedore/pkg/runtime"
@@ -107,5 +108,75 @@ func TestRemoveRefusesContainerRootfs(t *testing.T) {
 	}
 	if _, err := user.SnapshotRemove(ctx, node, rootfs); !errors.Is(err, errdefs.ErrNotFound) {
 		t.Fatalf("removing a gone snapshot: err = %v, want not found", err)
+	}
+}
+
+// TestRemoveRecordsCause checks that the executor's removal of a container's
+// rootfs is recorded as part of the removal that asked for it: the
+// snapshot-removed event carries the operation, actor and causation of the
+// request's event (sent as headers), while a user's own removal is an
+// operation of its own.
+func TestRemoveRecordsCause(t *testing.T) {
+	sn, s := startService(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := sn.ApplyLayer(ctx, "base", "", nil, func(_ context.Context, dir string, _ []string) error {
+		return os.WriteFile(filepath.Join(dir, "hello"), []byte("hi\n"), 0o644)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	exec := &nodesvc.Client{Conn: s.Conn, Node: node, Actor: "executor"}
+	rootfs := runtime.TaskID("team-a", "c1")
+	if _, err := exec.Prepare(ctx, rootfs, "base", map[string]string{snapshots.ContainerLabel: "team-a/c1"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sn.Prepare(ctx, "scratch", "base", nil); err != nil {
+		t.Fatal(err)
+	}
+	lastRemoved := func(key string) *events.Envelope {
+		t.Helper()
+		agg := events.SnapshotAggregate(key)
+		ev, err := sdjs.LastFor(ctx, s.JS, events.FilterSubject("", agg.Kind, agg.ID, events.TypeSnapshotRemoved))
+		if err != nil || ev == nil {
+			t.Fatalf("snapshot-removed of %s: %v, %v", key, ev, err)
+		}
+		return ev
+	}
+
+	// A header that is not one token is refused before anything is removed.
+	bad := &events.Envelope{ID: "x.y", Operation: "op-rm", Actor: "alice@host"}
+	if err := exec.Remove(events.WithCause(ctx, bad), rootfs); !errors.Is(err, errdefs.ErrInvalidArgument) {
+		t.Fatalf("remove with causation %q: err = %v, want invalid_argument", bad.ID, err)
+	}
+	if _, err := sn.Stat(ctx, rootfs); err != nil {
+		t.Fatalf("rootfs after a refused removal: %v", err)
+	}
+
+	req, err := events.New(events.Meta{Namespace: "team-a", Operation: "op-rm", Actor: "alice@host", Node: node},
+		events.TypeContainerDeleteRequested, events.ContainerAggregate("c1"), events.ContainerDeleteRequested{ID: "c1", Node: node})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := exec.Remove(events.WithCause(ctx, req), rootfs); err != nil {
+		t.Fatalf("executor removes the container's rootfs: %v", err)
+	}
+	ev := lastRemoved(rootfs)
+	if ev.Operation != "op-rm" || ev.Actor != "alice@host" || ev.Causation != req.ID || ev.Node != node {
+		t.Fatalf("snapshot-removed recorded op %q actor %q causation %q node %q, want op-rm, alice@host, %s, %s",
+			ev.Operation, ev.Actor, ev.Causation, ev.Node, req.ID, node)
+	}
+
+	// Without a cause (a user's `ctl snapshots rm`): the user's actor, an
+	// operation of its own, no causation.
+	user, err := client.New(s.Conn, client.WithActor("bob@host"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := user.SnapshotRemove(ctx, node, "scratch"); err != nil {
+		t.Fatal(err)
+	}
+	ev = lastRemoved("scratch")
+	if ev.Actor != "bob@host" || ev.Operation == "" || ev.Operation == "op-rm" || ev.Causation != "" {
+		t.Fatalf("user's removal recorded op %q actor %q causation %q, want a fresh op, bob@host, none", ev.Operation, ev.Actor, ev.Causation)
 	}
 }

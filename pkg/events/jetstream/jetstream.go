@@ -28,16 +28,33 @@ type StreamConfig struct {
 	MaxAge time.Duration
 	// MaxBytes caps the stream's size; 0 for no cap.
 	MaxBytes int64
-	// Duplicates is the message-id dedup window; 0 for 10 minutes.
+	// Duplicates is the message-id dedup window; 0 for DefaultDuplicates.
+	// It is capped at MaxAge when MaxAge is set and smaller: JetStream
+	// refuses a window longer than the stream keeps its messages.
 	Duplicates time.Duration
+}
+
+// DefaultDuplicates is the message-id dedup window of the events stream
+// when StreamConfig.Duplicates is 0 (and MaxAge does not cap it).
+const DefaultDuplicates = 10 * time.Minute
+
+// duplicatesWindow returns the dedup window for cfg: Duplicates, or
+// DefaultDuplicates when it is 0, capped at MaxAge when that is set and
+// smaller.
+func duplicatesWindow(cfg StreamConfig) time.Duration {
+	dup := cfg.Duplicates
+	if dup == 0 {
+		dup = DefaultDuplicates
+	}
+	if cfg.MaxAge > 0 && cfg.MaxAge < dup {
+		dup = cfg.MaxAge
+	}
+	return dup
 }
 
 // EnsureStream creates the events stream or updates it to cfg.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
-	dup := cfg.Duplicates
-	if dup == 0 {
-		dup = 10 * time.Minute
-	}
+	dup := duplicatesWindow(cfg)
 	maxBytes := cfg.MaxBytes
 	if maxBytes == 0 {
 		maxBytes = -1

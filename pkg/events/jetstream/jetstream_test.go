@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -298,6 +299,9 @@ func TestNodeConsumersSplitWork(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // a stray delivery would show now
 	mu.Lock()
 	defer mu.Unlock()
+	for _, ids := range got {
+		slices.Sort(ids) // handlers run concurrently: any order
+	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("handled %v, want %v", got, want)
 	}
@@ -305,5 +309,52 @@ func TestNodeConsumersSplitWork(t *testing.T) {
 	last, err := sdjs.LastFor(ctx, s.JS, events.FilterSubject("default", events.KindContainer, "d", ""))
 	if err != nil || last == nil || last.Node != "n3" {
 		t.Errorf("LastFor(any node) = %+v, %v; want d's event on n3", last, err)
+	}
+}
+
+// TestEnsureStreamShortMaxAgeCapsDedupWindow provisions the events stream
+// with a max age shorter than the default dedup window (as
+// `gateway --log-max-age 1m` does): JetStream refuses a window longer than
+// the max age, so EnsureStream must cap it, and dedup must still work.
+func TestEnsureStreamShortMaxAgeCapsDedupWindow(t *testing.T) {
+	s := natstest.Start(t)
+	ctx := context.Background()
+
+	st, err := sdjs.EnsureStream(ctx, s.JS, sdjs.StreamConfig{MaxAge: time.Minute})
+	if err != nil {
+		t.Fatalf("provision stream with max age 1m: %v", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.MaxAge != time.Minute || info.Config.Duplicates != time.Minute {
+		t.Fatalf("stream has max age %v and dedup window %v, want 1m and 1m", info.Config.MaxAge, info.Config.Duplicates)
+	}
+
+	pub := sdjs.NewPublisher(s.JS)
+	ev := newEvent(t, "op-short", events.TypePullRequested)
+	seq1, err := pub.Publish(ctx, ev, events.WithMsgID("x/op-short"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq2, err := pub.Publish(ctx, ev, events.WithMsgID("x/op-short"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if seq1 != seq2 {
+		t.Fatalf("retried append with the same id got a new sequence: %d then %d", seq1, seq2)
+	}
+
+	// A max age longer than the default window keeps the default.
+	st, err = sdjs.EnsureStream(ctx, s.JS, sdjs.StreamConfig{MaxAge: time.Hour})
+	if err != nil {
+		t.Fatalf("provision stream with max age 1h: %v", err)
+	}
+	if info, err = st.Info(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.Duplicates != sdjs.DefaultDuplicates {
+		t.Fatalf("max age 1h: dedup window %v, want %v", info.Config.Duplicates, sdjs.DefaultDuplicates)
 	}
 }
