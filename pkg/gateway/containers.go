@@ -241,13 +241,13 @@ func (g *Gateway) appendSerialized(ctx context.Context, ev *events.Envelope, msg
 }
 
 // containerRequest is a request about an existing container: decide looks
-// at the container as of its last event and returns the event to record
-// (its operation is set by mutateContainer).
+// at the container as of its last event, last (nil if the log has none),
+// and returns the event to record (its operation is set by mutateContainer).
 type containerRequest struct {
 	ns, id string
 	who    string
 	typ    events.Type
-	decide func(c api.Container) (payload any, err error)
+	decide func(c api.Container, last *events.Envelope) (payload any, err error)
 }
 
 // mutateContainer decides r against the container as the view has it after
@@ -286,7 +286,7 @@ func (g *Gateway) mutateContainer(ctx context.Context, r containerRequest) (api.
 		if err != nil {
 			return api.OpReply{}, err
 		}
-		payload, err := r.decide(c)
+		payload, err := r.decide(c, last)
 		if err != nil {
 			return api.OpReply{}, err
 		}
@@ -327,7 +327,15 @@ func containerTarget(req micro.Request, nsIn, id string) (ns, who string, err er
 }
 
 // containersStart records task-start-requested for a container whose task
-// is not running.
+// is not running and is not being started: a start request is pending while
+// it is the container's last event, that is until its node's executor
+// answers it with task-started or task-start-failed (a restarted executor
+// answers the requests it had not; one that gives up records
+// task-start-failed). Two starts at once are serialized by mutateContainer,
+// so exactly one of them is recorded and the other is refused. A start
+// requested again after another event (a label update) came in between is
+// recorded, and the executor answers it with task-start-failed when the
+// task already runs.
 func (g *Gateway) containersStart(ctx context.Context, req micro.Request) (any, error) {
 	var r api.ContainerStartRequest
 	if err := decode(req, &r); err != nil {
@@ -338,9 +346,12 @@ func (g *Gateway) containersStart(ctx context.Context, req micro.Request) (any, 
 		return nil, err
 	}
 	return g.mutateContainer(ctx, containerRequest{ns: ns, id: r.ID, who: who, typ: events.TypeTaskStartRequested,
-		decide: func(c api.Container) (any, error) {
+		decide: func(c api.Container, last *events.Envelope) (any, error) {
 			if c.Task.Status == api.TaskRunning {
 				return nil, fmt.Errorf("container %s is already running: %w", c.ID, errdefs.ErrFailedPrecondition)
+			}
+			if last != nil && last.Type == events.TypeTaskStartRequested {
+				return nil, fmt.Errorf("container %s is already starting (its start request awaits node %s's executor): %w", c.ID, c.Node, errdefs.ErrFailedPrecondition)
 			}
 			return events.TaskStartRequested{ID: c.ID, Node: c.Node, Stdin: r.Stdin}, nil
 		}})
@@ -361,7 +372,7 @@ func (g *Gateway) containersKill(ctx context.Context, req micro.Request) (any, e
 		return nil, err
 	}
 	return g.mutateContainer(ctx, containerRequest{ns: ns, id: r.ID, who: who, typ: events.TypeTaskKillRequested,
-		decide: func(c api.Container) (any, error) {
+		decide: func(c api.Container, _ *events.Envelope) (any, error) {
 			if c.Task.Status != api.TaskRunning {
 				return nil, fmt.Errorf("container %s is not running (its task is %s): %w", c.ID, c.Task.Status, errdefs.ErrFailedPrecondition)
 			}
@@ -381,7 +392,7 @@ func (g *Gateway) containersDelete(ctx context.Context, req micro.Request) (any,
 		return nil, err
 	}
 	return g.mutateContainer(ctx, containerRequest{ns: ns, id: r.ID, who: who, typ: events.TypeContainerDeleteRequested,
-		decide: func(c api.Container) (any, error) {
+		decide: func(c api.Container, _ *events.Envelope) (any, error) {
 			if c.Task.Status == api.TaskRunning && !r.Force {
 				return nil, fmt.Errorf("container %s is running: stop it first or use --force: %w", c.ID, errdefs.ErrFailedPrecondition)
 			}
@@ -409,7 +420,7 @@ func (g *Gateway) containersLabel(ctx context.Context, req micro.Request) (any, 
 		}
 	}
 	return g.mutateContainer(ctx, containerRequest{ns: ns, id: r.ID, who: who, typ: events.TypeContainerLabelsUpdated,
-		decide: func(c api.Container) (any, error) {
+		decide: func(c api.Container, _ *events.Envelope) (any, error) {
 			labels := maps.Clone(c.Labels)
 			if labels == nil {
 				labels = map[string]string{}

@@ -527,11 +527,28 @@ func (e *Executor) startAfter(ctx context.Context, ev *events.Envelope, id strin
 	ns := ev.Namespace
 	key := runtime.TaskID(ns, id)
 	pid := 0
-	if st, err := e.Runtime.State(ctx, key); err == nil && st.Status == runtime.StatusRunning {
-		// Started before a crash, but not recorded.
-		pid = st.Pid
-	} else if err == nil && st.Status == runtime.StatusStopped {
-		return e.fail(ctx, ev, id, events.TypeTaskStartFailed, fmt.Errorf("container %s has already run; create a new one: %w", id, errdefs.ErrFailedPrecondition), nil)
+	if st, err := e.Runtime.State(ctx, key); err == nil && (st.Status == runtime.StatusRunning || st.Status == runtime.StatusStopped) {
+		// The task was started before: by this request (a redelivery),
+		// by another one, or before a crash without being recorded.
+		started, answered, err := e.startRecorded(ctx, ev, id)
+		switch {
+		case err != nil:
+			return err
+		case answered:
+			// A redelivery of a request already answered: record nothing
+			// again, but make sure the task's exit is recorded.
+			if st.Status == runtime.StatusRunning && started != nil && started.Causation == ev.ID {
+				e.watch(ev, id, rm, started.Seq)
+			}
+			return nil
+		case st.Status == runtime.StatusRunning && started != nil:
+			return e.fail(ctx, ev, id, events.TypeTaskStartFailed, fmt.Errorf("container %s is already running: %w", id, errdefs.ErrFailedPrecondition), nil)
+		case st.Status == runtime.StatusRunning:
+			// Started before a crash, but not recorded.
+			pid = st.Pid
+		default:
+			return e.fail(ctx, ev, id, events.TypeTaskStartFailed, fmt.Errorf("container %s has already run; create a new one: %w", id, errdefs.ErrFailedPrecondition), nil)
+		}
 	} else {
 		if e.StateRoot != "" {
 			_ = os.RemoveAll(filepath.Join(e.StateRoot, key))
@@ -556,6 +573,33 @@ func (e *Executor) startAfter(ctx context.Context, ev *events.Envelope, id strin
 	e.Log.Info().Str("id", id).Int("pid", pid).Msg("task started")
 	e.watch(ev, id, rm, seq)
 	return nil
+}
+
+// startRecorded reads what the log says of container id's task when the
+// runtime already has one: started is the last task-started recorded since
+// the container was created (nil if none), and answered is true when start
+// request ev has been answered already (its task-started or
+// task-start-failed is recorded), so that a redelivered request records no
+// second fact.
+func (e *Executor) startRecorded(ctx context.Context, ev *events.Envelope, id string) (started *events.Envelope, answered bool, err error) {
+	ns := ev.Namespace
+	last := func(t events.Type) func() (*events.Envelope, error) {
+		return async(func() (*events.Envelope, error) {
+			return e.LastEvent(ctx, events.FilterSubject(ns, events.KindContainer, id, t))
+		})
+	}
+	createdF, startedF, failedF := last(events.TypeContainerCreated), last(events.TypeTaskStarted), last(events.TypeTaskStartFailed)
+	created, cerr := createdF()
+	started, serr := startedF()
+	failed, ferr := failedF()
+	if err := errors.Join(cerr, serr, ferr); err != nil {
+		return nil, false, err
+	}
+	if started != nil && created != nil && started.Seq < created.Seq {
+		started = nil // a start of an earlier container of the same id
+	}
+	answered = started != nil && started.Causation == ev.ID || failed != nil && failed.Causation == ev.ID
+	return started, answered, nil
 }
 
 // watch waits, in the background, for the task to exit and records it.
