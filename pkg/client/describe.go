@@ -194,6 +194,12 @@ func summary(ev *events.Envelope) (string, error) {
 			return "", err
 		}
 		return failed(p.Message, p.Code), nil
+	case events.TypeContainerCreateRefused:
+		var p events.ContainerCreateRefused
+		if err := ev.Decode(&p); err != nil {
+			return "", err
+		}
+		return p.Image + " " + failed(p.Message, p.Code), nil
 	case events.TypeTaskStarted:
 		var p events.TaskStarted
 		if err := ev.Decode(&p); err != nil {

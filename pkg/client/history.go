@@ -319,6 +319,10 @@ func outcome(ev *events.Envelope, run bool) (state, code, msg string) {
 		var p events.Failure
 		_ = ev.Decode(&p)
 		return api.OpFailed, p.Code, p.Message
+	case events.TypeContainerCreateRefused:
+		var p events.ContainerCreateRefused
+		_ = ev.Decode(&p)
+		return api.OpFailed, p.Code, p.Message
 	}
 	return "", "", ""
 }

@@ -19,6 +19,9 @@ const (
 	TypeContainerCreateRequested Type = "container-create-requested"
 	TypeContainerCreated         Type = "container-created"
 	TypeContainerCreateFailed    Type = "container-create-failed"
+	// TypeContainerCreateRefused: the gateway refused to record a create
+	// (its id is in use). The container it names is not changed.
+	TypeContainerCreateRefused   Type = "container-create-refused"
 	TypeTaskStartRequested       Type = "task-start-requested"
 	TypeTaskStarted              Type = "task-started"
 	TypeTaskStartFailed          Type = "task-start-failed"
@@ -93,6 +96,17 @@ type ContainerCreated struct {
 // Failure is the payload of the *-failed container and task events.
 type Failure struct {
 	ID      string `json:"id"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// ContainerCreateRefused is the payload of TypeContainerCreateRefused: what
+// was asked, and why it was refused.
+type ContainerCreateRefused struct {
+	ID      string `json:"id"`
+	Image   string `json:"image"`
+	Node    string `json:"node"`
+	Start   bool   `json:"start,omitempty"`
 	Code    string `json:"code"`
 	Message string `json:"message"`
 }

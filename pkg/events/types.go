@@ -57,7 +57,7 @@ var catalogue = []Type{
 	TypeUnpackRequested, TypeLayerApplied, TypeImageUnpacked, TypeSnapshotRemoved,
 	TypePullCompleted, TypePullFailed, TypeImageDeleted,
 	TypeContentDeleteRequested, TypeBlobDeleted, TypeContentDeleteFailed,
-	TypeContainerCreateRequested, TypeContainerCreated, TypeContainerCreateFailed,
+	TypeContainerCreateRequested, TypeContainerCreated, TypeContainerCreateFailed, TypeContainerCreateRefused,
 	TypeTaskStartRequested, TypeTaskStarted, TypeTaskStartFailed, TypeTaskKillRequested, TypeTaskExited,
 	TypeContainerDeleteRequested, TypeContainerDeleted, TypeContainerDeleteFailed,
 	TypeContainerLabelsUpdated,

@@ -197,13 +197,27 @@ func (g *Gateway) containersCreate(ctx context.Context, req micro.Request) (any,
 		return nil, fmt.Errorf("could not read container %s's events (%w); retry: %w", id, err, errdefs.ErrUnavailable)
 	}
 	var lastSeq uint64
+	op := nuid.Next()
+	refuse := func() (any, error) {
+		g.recordRefusal(ctx, events.Meta{Namespace: ns, Operation: op, Actor: who, Node: node}, events.ContainerCreateRefused{
+			ID: id, Image: image, Node: node, Start: r.Start, Code: errdefs.Code(inUse), Message: inUse.Error(),
+		})
+		return nil, inUse
+	}
 	if last != nil {
-		if last.Type != events.TypeContainerDeleted && last.Type != events.TypeContainerCreateFailed {
-			return nil, inUse
+		free := last.Type == events.TypeContainerDeleted || last.Type == events.TypeContainerCreateFailed
+		if last.Type == events.TypeContainerCreateRefused {
+			// A refusal changes nothing: the id is free if its last
+			// create was undone since (or it never had one).
+			if free, err = g.freeAfterRefusal(ctx, ns, id); err != nil {
+				return nil, fmt.Errorf("could not read container %s's events (%w); retry: %w", id, err, errdefs.ErrUnavailable)
+			}
+		}
+		if !free {
+			return refuse()
 		}
 		lastSeq = last.Seq
 	}
-	op := nuid.Next()
 	// The request's node is the one asked to create it: its subject routes
 	// it to that node's executor.
 	ev, err := events.New(events.Meta{Namespace: ns, Operation: op, Actor: who, Node: node},
@@ -215,7 +229,7 @@ func (g *Gateway) containersCreate(ctx context.Context, req micro.Request) (any,
 	}
 	seq, err := g.appendSerialized(ctx, ev, "container-create-requested/"+op, lastSeq, filter)
 	if errors.Is(err, sdjs.ErrWrongLastSequence) {
-		return nil, inUse
+		return refuse()
 	}
 	if err != nil {
 		return nil, err
@@ -477,4 +491,34 @@ func (g *Gateway) containersInfo(ctx context.Context, req micro.Request) (any, e
 		return nil, err
 	}
 	return c, nil
+}
+
+// recordRefusal records that a create was refused: a fact for an audit
+// (who tried to take which id), not a change to the container it names. A
+// failure to record it is logged; the refusal stands either way.
+func (g *Gateway) recordRefusal(ctx context.Context, m events.Meta, p events.ContainerCreateRefused) {
+	ev, err := events.New(m, events.TypeContainerCreateRefused, events.ContainerAggregate(p.ID), p)
+	if err == nil {
+		_, err = g.cfg.Publisher.Publish(ctx, ev, events.WithMsgID(string(ev.Type)+"/"+m.Operation))
+	}
+	if err != nil {
+		g.log.Warn().Err(err).Str("container", p.ID).Str("op", m.Operation).Msg("could not record a refused create")
+	}
+}
+
+// freeAfterRefusal reports whether container id is free when its last event
+// is a refused create: no create was ever requested, or the last one was
+// followed by the container's deletion or its create's failure.
+func (g *Gateway) freeAfterRefusal(ctx context.Context, ns, id string) (bool, error) {
+	var seqs [3]uint64
+	for i, t := range []events.Type{events.TypeContainerCreateRequested, events.TypeContainerDeleted, events.TypeContainerCreateFailed} {
+		ev, err := sdjs.LastFor(ctx, g.cfg.JS, events.FilterSubject(ns, events.KindContainer, id, t))
+		if err != nil {
+			return false, err
+		}
+		if ev != nil {
+			seqs[i] = ev.Seq
+		}
+	}
+	return seqs[0] == 0 || max(seqs[1], seqs[2]) > seqs[0], nil
 }

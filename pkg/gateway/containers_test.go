@@ -199,6 +199,20 @@ func TestContainersCreateDuplicateID(t *testing.T) {
 	if !strings.Contains(desc, "container id web is already in use") {
 		t.Fatalf("description = %q", desc)
 	}
+	// The refusal is a fact in the container's log, for an audit, with a
+	// failed operation of its own; the container is still in use after it.
+	refused, err := sdjs.LastFor(context.Background(), h.srv.JS, events.FilterSubject("default", events.KindContainer, "web", ""))
+	if err != nil || refused == nil || refused.Type != events.TypeContainerCreateRefused || refused.Actor == "" || refused.Node != "node1" {
+		t.Fatalf("last event of web = %+v, %v; want container-create-refused with an actor on node1", refused, err)
+	}
+	var p events.ContainerCreateRefused
+	if err := refused.Decode(&p); err != nil || p.ID != "web" || p.Code != "already_exists" || !strings.Contains(p.Message, "already in use") {
+		t.Fatalf("refusal payload %+v, %v", p, err)
+	}
+	if op := h.op(refused.Operation); op.State != api.OpFailed || op.Code != "already_exists" || op.Ref != "web" {
+		t.Fatalf("refused create op = %+v", op)
+	}
+	h.wantErr(api.SubjectContainersCreate, req, "already_exists")
 	h.created("default", rep.Operation, "web", "node1", nil)
 	h.wantErr(api.SubjectContainersCreate, req, "already_exists")
 	h.publish("default", "", events.TypeTaskStarted, events.ContainerAggregate("web"), events.TaskStarted{ID: "web", Pid: 1})

@@ -101,6 +101,25 @@ func (v *View) projectContainer(t *tx, ev *events.Envelope, decode func(any) err
 		return true, v.endContainerOp(t, ev, containerID(ev, p.ID), api.OpFailed, p.Code, p.Message,
 			OpKindContainerCreate, OpKindContainerRun)
 
+	case events.TypeContainerCreateRefused:
+		// The container it names is someone else's: only the refused
+		// operation is recorded.
+		var p events.ContainerCreateRefused
+		if err := decode(&p); err != nil {
+			return true, err
+		}
+		if ev.Operation == "" {
+			return true, nil
+		}
+		kind := OpKindContainerCreate
+		if p.Start {
+			kind = OpKindContainerRun
+		}
+		return true, v.startOp(t, api.Operation{
+			ID: ev.Operation, Kind: kind, Ref: containerID(ev, p.ID), State: api.OpFailed, Code: p.Code, Message: p.Message,
+			Actor: ev.Actor, StartedAt: at, EndedAt: at,
+		})
+
 	case events.TypeTaskStartRequested:
 		var p events.TaskStartRequested
 		if err := decode(&p); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/stevedore/stevedore/internal/testutil/registry"
 	"github.com/stevedore/stevedore/internal/testutil/testimage"
 	"github.com/stevedore/stevedore/pkg/api"
+	"github.com/stevedore/stevedore/pkg/events"
 )
 
 // busyboxCluster starts a cluster and pushes a busybox image built from
@@ -203,6 +204,22 @@ func TestRunErrorsLeaveNothingBehind(t *testing.T) {
 				t.Fatalf("ctl %s: exit %d stderr %q; want %d and %q", strings.Join(tc.args, " "), r.code, r.stderr, tc.code, tc.msg)
 			}
 		})
+	}
+	// Each ended in a failure fact in the log, whoever caught it.
+	failures := map[events.Type]int{}
+	for _, line := range strings.Split(strings.TrimSpace(c.mustCtl("events", "--no-follow", "--format", "json",
+		"--type", "pull-failed", "--type", "container-create-failed", "--type", "task-start-failed", "--type", "container-create-refused")), "\n") {
+		var ev events.Envelope
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("events: %q: %v", line, err)
+		}
+		failures[ev.Type]++
+	}
+	want := map[events.Type]int{events.TypePullFailed: 1, events.TypeContainerCreateFailed: 3, events.TypeTaskStartFailed: 1, events.TypeContainerCreateRefused: 1}
+	for typ, n := range want {
+		if failures[typ] < n {
+			t.Errorf("%d %s events recorded, want at least %d (all: %v)", failures[typ], typ, n, failures)
+		}
 	}
 	c.mustCtl("rm", "-f", "taken")
 	c.assertNothingLeft("taken")
