@@ -48,7 +48,7 @@ func (f *Fetcher) walk(ctx context.Context, desc ocispec.Descriptor, platform im
 	}
 	w.size += info.Size
 	w.blobs++
-	role := roleOf(desc.MediaType)
+	role := images.RoleOf(desc.MediaType)
 	switch role {
 	case events.RoleIndex, events.RoleManifest:
 		blob, err := content.ReadBlob(ctx, f.Store, ocispec.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: info.Size}, l.MaxManifestSize)

@@ -162,18 +162,6 @@ func classify(err error) error {
 	return err
 }
 
-func roleOf(mediaType string) string {
-	switch {
-	case images.IsIndex(mediaType):
-		return events.RoleIndex
-	case images.IsManifest(mediaType):
-		return events.RoleManifest
-	case images.IsConfig(mediaType):
-		return events.RoleConfig
-	}
-	return events.RoleLayer
-}
-
 func (f *Fetcher) resolve(ctx context.Context, ev *events.Envelope, p events.PullRequested) error {
 	platform, err := images.ParsePlatform(p.Platform)
 	if err != nil {
@@ -190,7 +178,7 @@ func (f *Fetcher) resolve(ctx context.Context, ev *events.Envelope, p events.Pul
 		return err
 	}
 	out, err := events.New(events.MetaFrom(ev, f.Node), events.TypeDescriptorResolved, events.BlobAggregate(desc.Digest), events.DescriptorResolved{
-		Ref: p.Ref, Platform: p.Platform, PlainHTTP: p.PlainHTTP, Role: roleOf(desc.MediaType),
+		Ref: p.Ref, Platform: p.Platform, PlainHTTP: p.PlainHTTP, Role: images.RoleOf(desc.MediaType),
 		Descriptor: desc, Root: desc.Digest, RootMediaType: desc.MediaType, Unpack: p.Unpack,
 	})
 	if err != nil {

@@ -287,7 +287,7 @@ func (r *Renderer) event(ev *events.Envelope) {
 		// the fetcher found complete in the store: its target was there
 		// already.
 		if t := p.Target; t.Digest != "" && len(r.blobs) == 0 {
-			b := r.blob(t.Digest, roleOf(t.MediaType))
+			b := r.blob(t.Digest, images.RoleOf(t.MediaType))
 			b.size = max(t.Size, 0)
 			b.offset = b.size
 			r.setState(b, Exists)
@@ -400,20 +400,6 @@ func (r *Renderer) refLinePlain() string {
 		return r.ref + ": resolved " + Bytes(r.size)
 	}
 	return r.ref + ": resolved"
-}
-
-// roleOf is the role of a blob of the media type, as the fetcher names it;
-// "" (shown as "blob") if it is neither an index, a manifest nor a config.
-func roleOf(mediaType string) string {
-	switch {
-	case images.IsIndex(mediaType):
-		return events.RoleIndex
-	case images.IsManifest(mediaType):
-		return events.RoleManifest
-	case images.IsConfig(mediaType):
-		return events.RoleConfig
-	}
-	return ""
 }
 
 // refState is the reference line's state.
