@@ -39,6 +39,14 @@ const prefixCtr = "ctr/"
 
 func containerKey(ns, id string) []byte { return []byte(prefixCtr + ns + "/" + id) }
 
+// createKind is the operation kind of a create: a run if it also starts.
+func createKind(start bool) string {
+	if start {
+		return OpKindContainerRun
+	}
+	return OpKindContainerCreate
+}
+
 // projectContainer applies the container and task events. ok is false for
 // other types.
 func (v *View) projectContainer(t *tx, ev *events.Envelope, decode func(any) error) (ok bool, err error) {
@@ -52,12 +60,8 @@ func (v *View) projectContainer(t *tx, ev *events.Envelope, decode func(any) err
 		if ev.Operation == "" {
 			return true, nil
 		}
-		kind := OpKindContainerCreate
-		if p.Start {
-			kind = OpKindContainerRun
-		}
 		return true, v.startOp(t, api.Operation{
-			ID: ev.Operation, Kind: kind, Ref: containerID(ev, p.ID), State: api.OpRunning, Actor: ev.Actor, StartedAt: at,
+			ID: ev.Operation, Kind: createKind(p.Start), Ref: containerID(ev, p.ID), State: api.OpRunning, Actor: ev.Actor, StartedAt: at,
 		})
 
 	case events.TypeContainerCreated:
@@ -111,12 +115,8 @@ func (v *View) projectContainer(t *tx, ev *events.Envelope, decode func(any) err
 		if ev.Operation == "" {
 			return true, nil
 		}
-		kind := OpKindContainerCreate
-		if p.Start {
-			kind = OpKindContainerRun
-		}
 		return true, v.startOp(t, api.Operation{
-			ID: ev.Operation, Kind: kind, Ref: containerID(ev, p.ID), State: api.OpFailed, Code: p.Code, Message: p.Message,
+			ID: ev.Operation, Kind: createKind(p.Start), Ref: containerID(ev, p.ID), State: api.OpFailed, Code: p.Code, Message: p.Message,
 			Actor: ev.Actor, StartedAt: at, EndedAt: at,
 		})
 
