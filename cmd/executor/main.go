@@ -126,7 +126,7 @@ func run(ctx context.Context, c config, log zerolog.Logger) error {
 			return sdjs.LastFor(ctx, js, filter)
 		},
 		BundleRoot: filepath.Join(c.root, "bundles"), StateRoot: stateRoot,
-		NATSURL: nc.ConnectedUrl(), SnapshotterName: "", Log: log,
+		NATSURL: nc.ConnectedUrl(), Log: log,
 	}
 	e.Start(ctx)
 	defer e.WaitBackground()

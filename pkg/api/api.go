@@ -189,6 +189,8 @@ type SnapshotMountsReply struct {
 	Mounts []Mount `json:"mounts"`
 	// Command is a mount(8) command line for TARGET.
 	Command string `json:"command"`
+	// Snapshotter names the snapshotter that holds the snapshot.
+	Snapshotter string `json:"snapshotter,omitempty"`
 }
 
 // SnapshotRemoveReply says where the removal was recorded in the log.

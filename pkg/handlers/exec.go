@@ -29,7 +29,8 @@ import (
 // RootfsSnapshots prepares and removes containers' rootfs snapshots (the
 // unpacker owns the node's snapshots; the executor asks it).
 type RootfsSnapshots interface {
-	Prepare(ctx context.Context, key, parent string, labels map[string]string) ([]snapshots.Mount, error)
+	// Prepare returns the snapshot's mounts and its snapshotter's name.
+	Prepare(ctx context.Context, key, parent string, labels map[string]string) ([]snapshots.Mount, string, error)
 	Remove(ctx context.Context, key string) error
 }
 
@@ -54,10 +55,9 @@ type Executor struct {
 	BundleRoot string
 	// StateRoot holds the runtime's task state dirs at
 	// <StateRoot>/<task id> (runtime.TaskID).
-	StateRoot       string
-	NATSURL         string
-	SnapshotterName string
-	Log             zerolog.Logger
+	StateRoot string
+	NATSURL   string
+	Log       zerolog.Logger
 
 	mu       sync.Mutex
 	locks    map[string]*sync.Mutex
@@ -426,10 +426,10 @@ func (e *Executor) prepare(ctx context.Context, ns string, p events.ContainerCre
 	}
 	labels := map[string]string{snapshots.ContainerLabel: ns + "/" + p.ID}
 	key := runtime.TaskID(ns, p.ID)
-	mounts, err := e.Snapshots.Prepare(ctx, key, top.String(), labels)
+	mounts, snapshotter, err := e.Snapshots.Prepare(ctx, key, top.String(), labels)
 	if errors.Is(err, errdefs.ErrAlreadyExists) {
 		e.cleanup(ctx, ns, p.ID)
-		mounts, err = e.Snapshots.Prepare(ctx, key, top.String(), labels)
+		mounts, snapshotter, err = e.Snapshots.Prepare(ctx, key, top.String(), labels)
 	}
 	if errors.Is(err, errdefs.ErrNotFound) {
 		return events.ContainerCreated{}, fmt.Errorf("image %s is not unpacked on node %s: pull it here first: %w", p.Image, e.Node, errdefs.ErrFailedPrecondition)
@@ -471,7 +471,7 @@ func (e *Executor) prepare(ctx context.Context, ns string, p events.ContainerCre
 	}
 	return events.ContainerCreated{
 		ID: p.ID, Image: p.Image, ImageDigest: img.Target.Digest, ChainID: top, SnapshotKey: key,
-		Snapshotter: e.SnapshotterName, Spec: specJSON, Labels: o.Labels, Node: e.Node, Rm: p.Rm,
+		Snapshotter: snapshotter, Spec: specJSON, Labels: o.Labels, Node: e.Node, Rm: p.Rm,
 	}, nil
 }
 

@@ -76,17 +76,18 @@ func (c *Client) call(ctx context.Context, verb string, req, reply any, header n
 	return nil
 }
 
-// Prepare prepares active snapshot key on parent and returns its mounts.
-func (c *Client) Prepare(ctx context.Context, key, parent string, labels map[string]string) ([]snapshots.Mount, error) {
+// Prepare prepares active snapshot key on parent and returns its mounts
+// and the name of the snapshotter that holds it.
+func (c *Client) Prepare(ctx context.Context, key, parent string, labels map[string]string) ([]snapshots.Mount, string, error) {
 	var reply api.SnapshotMountsReply
 	if err := c.call(ctx, "prepare", api.SnapshotPrepareRequest{Key: key, Parent: parent, Labels: labels}, &reply, nil); err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	ms := make([]snapshots.Mount, 0, len(reply.Mounts))
 	for _, m := range reply.Mounts {
 		ms = append(ms, snapshots.Mount{Type: m.Type, Source: m.Source, Options: m.Options})
 	}
-	return ms, nil
+	return ms, reply.Snapshotter, nil
 }
 
 // Remove removes snapshot key (recorded as snapshot-removed) as part of

@@ -160,7 +160,7 @@ func (s *service) mounts(ctx context.Context, r micro.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return mountsReply(ms), nil
+	return s.mountsReply(ms), nil
 }
 
 func (s *service) prepare(ctx context.Context, r micro.Request) (any, error) {
@@ -175,11 +175,11 @@ func (s *service) prepare(ctx context.Context, r micro.Request) (any, error) {
 	if err != nil {
 		return nil, err
 	}
-	return mountsReply(ms), nil
+	return s.mountsReply(ms), nil
 }
 
-func mountsReply(ms []snapshots.Mount) api.SnapshotMountsReply {
-	reply := api.SnapshotMountsReply{}
+func (s *service) mountsReply(ms []snapshots.Mount) api.SnapshotMountsReply {
+	reply := api.SnapshotMountsReply{Snapshotter: s.cfg.Name}
 	var lines []string
 	for _, m := range ms {
 		reply.Mounts = append(reply.Mounts, api.Mount{Type: m.Type, Source: m.Source, Options: m.Options})

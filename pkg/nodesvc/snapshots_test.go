@@ -57,8 +57,8 @@ func TestRemoveRefusesContainerRootfs(t *testing.T) {
 	}
 	exec := &nodesvc.Client{Conn: s.Conn, Node: node, Actor: "executor"}
 	rootfs := runtime.TaskID("team-a", "c1")
-	if _, err := exec.Prepare(ctx, rootfs, "base", map[string]string{snapshots.ContainerLabel: "team-a/c1"}); err != nil {
-		t.Fatal(err)
+	if _, name, err := exec.Prepare(ctx, rootfs, "base", map[string]string{snapshots.ContainerLabel: "team-a/c1"}); err != nil || name != "native" {
+		t.Fatalf("Prepare: snapshotter %q, %v; want native", name, err)
 	}
 	if _, err := sn.Prepare(ctx, "scratch", "base", nil); err != nil {
 		t.Fatal(err)
@@ -127,7 +127,7 @@ func TestRemoveRecordsCause(t *testing.T) {
 	}
 	exec := &nodesvc.Client{Conn: s.Conn, Node: node, Actor: "executor"}
 	rootfs := runtime.TaskID("team-a", "c1")
-	if _, err := exec.Prepare(ctx, rootfs, "base", map[string]string{snapshots.ContainerLabel: "team-a/c1"}); err != nil {
+	if _, _, err := exec.Prepare(ctx, rootfs, "base", map[string]string{snapshots.ContainerLabel: "team-a/c1"}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := sn.Prepare(ctx, "scratch", "base", nil); err != nil {

@@ -145,6 +145,9 @@ func TestKillSignals(t *testing.T) {
 	if ct.Task.Status != api.TaskStopped || ct.Task.Signal != "SIGKILL" {
 		t.Fatalf("task after SIGKILL: %+v", ct.Task)
 	}
+	if ct.Snapshotter != "overlay" || ct.SnapshotKey != "victim" {
+		t.Errorf("container's rootfs: snapshotter %q key %q, want overlay's snapshot victim", ct.Snapshotter, ct.SnapshotKey)
+	}
 	c.mustCtl("rm", "victim")
 
 	// Ctrl-C on an attached run goes to the task, whose trap decides the exit.
