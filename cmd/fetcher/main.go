@@ -65,7 +65,7 @@ func main() {
 	fs.IntVar(&c.maxAttempts, "max-attempts", 5, "deliveries of one unit of work before the pull fails")
 	fs.Int64Var(&c.maxManifest, "max-manifest-size", 4<<20, "largest manifest or index accepted, in bytes")
 	fs.Int64Var(&c.maxConfig, "max-config-size", 8<<20, "largest image config accepted, in bytes")
-	fs.IntVar(&c.maxDepth, "max-index-depth", 4, "deepest nesting of indexes accepted")
+	fs.IntVar(&c.maxDepth, "max-index-depth", 4, "deepest level below the reference's root at which a blob is accepted (a manifest's layers are at 1, an index's at 2; the default lets 3 indexes nest)")
 	fs.IntVar(&c.maxConns, "max-conns-per-registry", 8, "concurrent connections to one registry from this process")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: fetcher [flags]\n\nRuns a Stevedore fetch worker.\n\nFlags:\n")
