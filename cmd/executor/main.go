@@ -132,7 +132,7 @@ func run(ctx context.Context, c config, log zerolog.Logger) error {
 	defer e.WaitBackground()
 	cfg := sdjs.ConsumerConfig{
 		// One executor per node: the durable is the node's.
-		Durable: "executor-" + c.node, Filters: e.Filters(), Concurrency: 16,
+		Durable: events.WorkerDurable("executor", c.node), Filters: e.Filters(), Concurrency: 16,
 		AckWait: c.ackWait, MaxAttempts: c.maxAttempts, OnFailure: e.OnFailure, Logger: log,
 	}
 	// The stream is the gateway's to create: wait for it.

@@ -163,7 +163,7 @@ func run(ctx context.Context, c config, log zerolog.Logger) error {
 	}
 	cfg := sdjs.ConsumerConfig{
 		// One unpacker per node: the durable is the node's.
-		Durable: "unpacker-" + c.node, Filters: u.Filters(),
+		Durable: events.WorkerDurable("unpacker", c.node), Filters: u.Filters(),
 		// Handlers wait for configs and parents without holding an apply
 		// slot, so take more events than layers applied at once.
 		Concurrency: 4*c.parallel + 4,
