@@ -13,10 +13,18 @@ for f in "$RUN"/*.pid; do
 done
 [ -f "$RUN/gateway.pid" ] && pids+=("$RUN/gateway.pid")
 
+# ours: pid is this worker of this root, not a stranger that reused the pid
+# of a process that is long gone.
+ours() {
+	local cmd
+	cmd=$(tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null) || return 1
+	[[ $cmd == *"/${2%%-*} "*"--root $ROOT "* ]]
+}
+
 for f in "${pids[@]}"; do
 	name=$(basename "$f" .pid)
 	pid=$(cat "$f")
-	if kill -0 "$pid" 2>/dev/null; then
+	if ours "$pid" "$name"; then
 		kill -TERM "$pid"
 		for ((i = 0; i < 100; i++)); do
 			kill -0 "$pid" 2>/dev/null || break

@@ -11,10 +11,14 @@ PID=$RROOT/registry.pid
 
 case "${1:-start}" in
 start)
-	if [ -f "$PID" ] && kill -0 "$(cat "$PID")" 2>/dev/null; then
+	# A pid file can outlive its process (a reboot, a kill) and its pid be
+	# reused: trust it only if that pid is the registry and it answers.
+	if [ -f "$PID" ] && grep -qs docker-registry "/proc/$(cat "$PID")/cmdline" &&
+		(exec 3<>"/dev/tcp/${ADDR%:*}/${ADDR##*:}") 2>/dev/null; then
 		echo "registry already running on $ADDR"
 		exit 0
 	fi
+	rm -f "$PID"
 	cat >"$RROOT/config.yml" <<YAML
 version: 0.1
 log:
@@ -40,10 +44,10 @@ YAML
 	exit 1
 	;;
 stop)
-	if [ -f "$PID" ]; then
+	if [ -f "$PID" ] && grep -qs docker-registry "/proc/$(cat "$PID")/cmdline"; then
 		kill "$(cat "$PID")" 2>/dev/null || true
-		rm -f "$PID"
 	fi
+	rm -f "$PID"
 	;;
 *)
 	echo "usage: $0 start|stop" >&2

@@ -12,12 +12,22 @@ LOGS=$ROOT/logs
 TIMEOUT=${UP_TIMEOUT:-30}
 mkdir -p "$RUN" "$LOGS"
 
+# running: the pid file names a running process that is this worker of
+# this root (a stale pid file's pid may belong to anything by now).
+running() {
+	[ -f "$RUN/$1.pid" ] || return 1
+	local cmd
+	cmd=$(tr '\0' ' ' <"/proc/$(cat "$RUN/$1.pid")/cmdline" 2>/dev/null) || return 1
+	[[ $cmd == *"/${1%%-*} "*"--root $ROOT "* ]]
+}
+
+# alive: the process this script just started is still there.
 alive() { [ -f "$RUN/$1.pid" ] && kill -0 "$(cat "$RUN/$1.pid")" 2>/dev/null; }
 
 started=()
 start() {
 	local name=$1; shift
-	if alive "$name"; then
+	if running "$name"; then
 		echo "  $name already running (pid $(cat "$RUN/$name.pid"))"
 		return
 	fi
