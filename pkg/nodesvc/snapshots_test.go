@@ -42,14 +42,16 @@ func startService(t *testing.T) (snapshots.Snapshotter, *natstest.Server) {
 	return sn, s
 }
 
-// TestRemoveRefusesContainerRootfs checks that a snapshot a container runs
-// on cannot be removed by a user (ctl's client), only by the executor's
-// removal of the container, and that the parent of a container's rootfs
-// cannot be removed by either.
-func TestRemoveRefusesContainerRootfs(t *testing.T) {
+// withContainerRootfs serves a native snapshotter (startService) holding a
+// committed layer "base", a container's rootfs prepared on it through the
+// executor's client and labelled as the executor labels it, and an
+// unlabelled active snapshot "scratch". It returns a context for the test,
+// the snapshotter, the server, the executor's client and the rootfs key.
+func withContainerRootfs(t *testing.T) (context.Context, snapshots.Snapshotter, *natstest.Server, *nodesvc.Client, string) {
+	t.Helper()
 	sn, s := startService(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	if _, err := sn.ApplyLayer(ctx, "base", "", nil, func(_ context.Context, dir string, _ []string) error {
 		return os.WriteFile(filepath.Join(dir, "hello"), []byte("hi\n"), 0o644)
 	}); err != nil {
@@ -63,6 +65,15 @@ func TestRemoveRefusesContainerRootfs(t *testing.T) {
 	if _, err := sn.Prepare(ctx, "scratch", "base", nil); err != nil {
 		t.Fatal(err)
 	}
+	return ctx, sn, s, exec, rootfs
+}
+
+// TestRemoveRefusesContainerRootfs checks that a snapshot a container runs
+// on cannot be removed by a user (ctl's client), only by the executor's
+// removal of the container, and that the parent of a container's rootfs
+// cannot be removed by either.
+func TestRemoveRefusesContainerRootfs(t *testing.T) {
+	ctx, sn, s, exec, rootfs := withContainerRootfs(t)
 	user, err := client.New(s.Conn, client.WithActor("alice@host"))
 	if err != nil {
 		t.Fatal(err)
@@ -117,22 +128,7 @@ func TestRemoveRefusesContainerRootfs(t *testing.T) {
 // request's event (sent as headers), while a user's own removal is an
 // operation of its own.
 func TestRemoveRecordsCause(t *testing.T) {
-	sn, s := startService(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if _, err := sn.ApplyLayer(ctx, "base", "", nil, func(_ context.Context, dir string, _ []string) error {
-		return os.WriteFile(filepath.Join(dir, "hello"), []byte("hi\n"), 0o644)
-	}); err != nil {
-		t.Fatal(err)
-	}
-	exec := &nodesvc.Client{Conn: s.Conn, Node: node, Actor: "executor"}
-	rootfs := runtime.TaskID("team-a", "c1")
-	if _, _, err := exec.Prepare(ctx, rootfs, "base", map[string]string{snapshots.ContainerLabel: "team-a/c1"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := sn.Prepare(ctx, "scratch", "base", nil); err != nil {
-		t.Fatal(err)
-	}
+	ctx, sn, s, exec, rootfs := withContainerRootfs(t)
 	lastRemoved := func(key string) *events.Envelope {
 		t.Helper()
 		agg := events.SnapshotAggregate(key)
