@@ -278,11 +278,7 @@ func (r *Renderer) event(ev *events.Envelope) {
 		if ev.Decode(&p) != nil {
 			return
 		}
-		if p.Size > 0 {
-			r.size = p.Size
-		}
-		r.markResolved(p.Name)
-		r.dirty = true
+		r.recorded(p.Name, p.Size)
 		// An image recorded before any blob of the pull was named is one
 		// the fetcher found complete in the store: its target was there
 		// already.
@@ -297,12 +293,8 @@ func (r *Renderer) event(ev *events.Envelope) {
 		if ev.Decode(&p) != nil {
 			return
 		}
-		if p.Size > 0 {
-			r.size = p.Size
-		}
-		r.markResolved(p.Ref)
+		r.recorded(p.Ref, p.Size)
 		r.completed = true
-		r.dirty = true
 		// Every blob of the image is committed: one still waiting had no
 		// blob-committed in this pull (it was in the store already, or its
 		// fan-out had not reported yet), one still downloading was fetched.
@@ -377,6 +369,16 @@ func (r *Renderer) changed(line string) {
 	if !r.cfg.TTY && r.end.IsZero() {
 		r.printf("%s\n", line)
 	}
+}
+
+// recorded notes that the image ref, of size bytes (0 if unknown), is in the
+// store: resolved, whatever events came before.
+func (r *Renderer) recorded(ref string, size int64) {
+	if size > 0 {
+		r.size = size
+	}
+	r.markResolved(ref)
+	r.dirty = true
 }
 
 // markResolved marks the reference resolved, taking ref as its name if it
