@@ -107,7 +107,8 @@ func containerFilter(ns, id string) string {
 	return events.FilterSubject(ns, events.KindContainer, id, "")
 }
 
-// Handle implements events.Handler.
+// Handle implements events.Handler. Only this node's requests reach it:
+// its consumer filters on the node token of their subjects (Filters).
 func (e *Executor) Handle(ctx context.Context, ev *events.Envelope) error {
 	switch ev.Type {
 	case events.TypeContainerCreateRequested:
@@ -115,18 +116,12 @@ func (e *Executor) Handle(ctx context.Context, ev *events.Envelope) error {
 		if err := ev.Decode(&p); err != nil {
 			return events.Permanent(err)
 		}
-		if p.Node != e.Node {
-			return nil
-		}
 		defer e.lock(ev.Namespace, p.ID)()
 		return e.create(ctx, ev, p)
 	case events.TypeTaskStartRequested:
 		var p events.TaskStartRequested
 		if err := ev.Decode(&p); err != nil {
 			return events.Permanent(err)
-		}
-		if p.Node != e.Node {
-			return nil
 		}
 		defer e.lock(ev.Namespace, p.ID)()
 		created, err := e.created(ctx, ev.Namespace, p.ID)
@@ -139,17 +134,11 @@ func (e *Executor) Handle(ctx context.Context, ev *events.Envelope) error {
 		if err := ev.Decode(&p); err != nil {
 			return events.Permanent(err)
 		}
-		if p.Node != e.Node {
-			return nil
-		}
 		return e.kill(ctx, ev.Namespace, p)
 	case events.TypeContainerDeleteRequested:
 		var p events.ContainerDeleteRequested
 		if err := ev.Decode(&p); err != nil {
 			return events.Permanent(err)
-		}
-		if p.Node != e.Node {
-			return nil
 		}
 		defer e.lock(ev.Namespace, p.ID)()
 		return e.delete(ctx, ev, p)
