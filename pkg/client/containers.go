@@ -165,7 +165,7 @@ func (c *Client) TaskLogs(ctx context.Context, node, id, stream string, offset i
 
 // containerFilter is the subject filter of every event of container id.
 func containerFilter(ns, id string) string {
-	return events.EventsPrefix + "." + ns + "." + events.KindContainer + "." + id + ".>"
+	return events.FilterSubject(ns, events.KindContainer, id, "")
 }
 
 // errStop ends a Follow from inside its callback.
