@@ -344,8 +344,9 @@ var errNeedsParent = errors.New("layer needs its parent snapshot")
 
 // apply makes chainIDs[i] a committed snapshot. It returns the layer's
 // uncompressed size (0 if it existed) and whether it existed. Concurrent
-// calls for one chainID share one apply and its result; one that finds the
-// apply failed, or unable to wait for its parent, tries itself.
+// calls for one chainID share one apply and its result, failures included;
+// one that finds the apply cancelled, or unable to wait for a parent it can
+// wait for, tries itself.
 func (u *Unpacker) apply(ctx context.Context, c chain, i int, wait bool) (int64, bool, error) {
 	u.init()
 	name := c.chainIDs[i].String()
@@ -370,11 +371,13 @@ func (u *Unpacker) apply(ctx context.Context, c chain, i int, wait bool) (int64,
 			return 0, false, ctx.Err()
 		case <-f.done:
 		}
-		if f.err == nil {
-			return f.size, f.existing, nil
-		}
-		if errors.Is(f.err, errNeedsParent) && !wait {
-			return 0, false, f.err
+		// The leader's outcome is this caller's too, unless the leader
+		// could not wait for the parent and this caller can, or the
+		// leader's work was cancelled (a sibling of its own failed).
+		retry := errors.Is(f.err, errNeedsParent) && wait ||
+			errors.Is(f.err, context.Canceled) || errors.Is(f.err, context.DeadlineExceeded)
+		if !retry {
+			return f.size, f.existing, f.err
 		}
 	}
 }
